@@ -1,0 +1,63 @@
+"""Settings, read from the environment (prefix MEDIASEARCH_) or a `.env` file.
+
+This is the one place where backends are chosen: the store (local folder or S3), the index (LanceDB
+or OpenSearch) and the query encoder (in-process or a SageMaker endpoint) all follow from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IndexBackend(StrEnum):
+    LANCEDB = "lancedb"
+    OPENSEARCH = "opensearch"
+
+
+class EncoderBackend(StrEnum):
+    LOCAL = "local"
+    SAGEMAKER = "sagemaker"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIASEARCH_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("mediasearch-data"), description="root of local artefacts (index, demo corpus)")
+    store: str = Field(
+        "mediasearch-data",
+        description="the media store: a local folder or s3://bucket/prefix; image_uri queries must lie inside it",
+    )
+    work_prefix: str = Field("_mediasearch", description="where manifests and .out files go inside a source")
+
+    clip_model: str = Field("openai/clip-vit-base-patch32", description="hub id or local directory")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    batch_size: int = Field(32, ge=1)
+    decode_workers: int = Field(2, ge=1)
+    manifest_lines: int = Field(1000, ge=1, description="records per manifest file")
+
+    index_backend: IndexBackend = IndexBackend.LANCEDB
+    collection: str = Field("media", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    lancedb_uri: str = Field("mediasearch-data/lancedb")
+    opensearch_url: str | None = None
+    opensearch_aws_region: str | None = Field(None, description="set on AWS to sign requests with SigV4")
+    opensearch_username: str | None = None
+    opensearch_password: SecretStr | None = None
+
+    encoder_backend: EncoderBackend = EncoderBackend.LOCAL
+    sagemaker_endpoint: str | None = None
+
+    api_key: SecretStr | None = Field(None, description="when set, requests need the header x-api-key")
+    presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1024)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,108 @@
+"""The index interface: what search needs from a vector + metadata store.
+
+Two implementations honour it (LanceDB embedded, OpenSearch k-NN) and one contract test suite runs
+against both. Scores are cosine similarities in [-1, 1] whatever the backend does internally.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from mediasearch.records import DocKind, IndexDocument
+
+
+class VectorField(StrEnum):
+    CLIP = "clip_vector"
+    CAPTION = "caption_vector"
+
+
+class IndexError_(Exception):
+    """The index backend failed; the message says which operation and why."""
+
+
+@dataclass(frozen=True)
+class IndexFilter:
+    """Pre-filter applied before ranking (efficient filtering: the k results all match)."""
+
+    kinds: tuple[DocKind, ...] = ()
+    video_id: str | None = None
+    exclude_video_id: str | None = None
+    tags: tuple[str, ...] = ()
+    uri_prefix: str | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+
+    def is_empty(self) -> bool:
+        return self == IndexFilter()
+
+
+@dataclass(frozen=True)
+class Hit:
+    document: IndexDocument
+    score: float  # cosine similarity
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    clip_dim: int
+    caption_dim: int = 384
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class VectorIndex(ABC):
+    """One collection of documents with their vectors."""
+
+    @abstractmethod
+    def create(self, spec: IndexSpec) -> None:
+        """Create the collection if it does not exist; a no-op when it does with the same dimensions."""
+
+    @abstractmethod
+    def exists(self) -> bool: ...
+
+    @abstractmethod
+    def upsert(self, docs: Sequence[IndexDocument]) -> int:
+        """Insert or replace by id; returns how many were written."""
+
+    @abstractmethod
+    def knn(
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: IndexFilter | None = None,
+        field: VectorField = VectorField.CLIP,
+    ) -> list[Hit]:
+        """The k nearest documents by cosine similarity, best first, all matching `filter`."""
+
+    @abstractmethod
+    def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
+        """Documents by id (missing ids are left out), vectors included."""
+
+    @abstractmethod
+    def delete(self, ids: Iterable[str]) -> int: ...
+
+    @abstractmethod
+    def delete_where(self, filter: IndexFilter) -> int:
+        """Delete every document matching `filter` (used to drop a changed video's stale scenes)."""
+
+    @abstractmethod
+    def count(self, filter: IndexFilter | None = None) -> int: ...
+
+    @abstractmethod
+    def fingerprints(self, ids: Iterable[str]) -> dict[str, str | None]:
+        """id -> stored fingerprint, for incremental ingest without fetching vectors."""
+
+    @abstractmethod
+    def optimize(self) -> None:
+        """Build or refresh the ANN structures after a bulk load (a no-op where the backend does it itself)."""
+
+    def get(self, id: str) -> IndexDocument | None:
+        docs = self.get_many([id])
+        return docs[0] if docs else None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,255 @@
+"""The data records that cross layers, defined once.
+
+Every stage (manifests, transform output, index documents, the HTTP API) speaks these types; JSON
+Lines on disk and in S3 are their `model_dump_json()` forms, so a line written by one stage is parsed
+by the next with the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
+
+
+def _as_f32(value: Any) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"a vector must be a non-empty 1-D list of numbers, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("a vector must hold finite numbers only")
+    return arr
+
+
+# Vectors travel as float32 numpy arrays inside the process (cheap to batch and to hand to Arrow)
+# and as plain JSON lists on the wire.
+Vector = Annotated[
+    np.ndarray,
+    PlainValidator(_as_f32),
+    PlainSerializer(lambda v: v.tolist(), return_type=list[float]),
+    WithJsonSchema({"type": "array", "items": {"type": "number"}}),
+]
+
+
+class MediaKind(StrEnum):
+    """What a manifest line points at."""
+
+    IMAGE = "image"
+    FRAME = "frame"
+
+
+class DocKind(StrEnum):
+    """What an index document describes."""
+
+    IMAGE = "image"
+    SCENE = "scene"
+    VIDEO = "video"
+
+
+class ResultKind(StrEnum):
+    """What a search returns: images, or videos (built from their scenes)."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+
+
+class SearchMode(StrEnum):
+    CLIP = "clip"
+    CAPTION = "caption"
+    HYBRID = "hybrid"
+
+
+def stable_id(key: str) -> str:
+    """Deterministic id for an object in the store, so re-running a job upserts rather than duplicates."""
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+
+
+class ManifestRecord(BaseModel):
+    """One line of a transform input manifest (JSON Lines, SplitType=Line)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    uri: str = Field(min_length=1, description="s3://bucket/key, file:///abs/path or a path inside the store")
+    kind: MediaKind = MediaKind.IMAGE
+    video_id: str | None = None
+    scene: int | None = None
+    t: float | None = Field(default=None, description="frame time in seconds (frames only)")
+    fingerprint: str | None = Field(
+        default=None, description="ETag or size+mtime of the source object; an unchanged one is skipped"
+    )
+
+
+class TransformResult(ManifestRecord):
+    """One line of a transform output (`<manifest>.out`): the input fields plus the embedding or an error."""
+
+    clip: Vector | None = None
+    model: str | None = None
+    caption: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _has_outcome(self) -> TransformResult:
+        if self.error is None and self.clip is None and self.caption is None:
+            raise ValueError("a transform result carries an embedding, a caption or an error")
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class IndexDocument(BaseModel):
+    """A searchable document: an image, a scene of a video, or a whole video."""
+
+    id: str
+    kind: DocKind
+    uri: str
+    video_id: str | None = None
+    scene: int | None = None
+    t_start: float | None = None
+    t_end: float | None = None
+    thumbnail: str | None = None
+    caption: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    fingerprint: str | None = None
+    model: str | None = None
+    clip_vector: Vector
+    caption_vector: Vector | None = None
+
+
+class SearchFilters(BaseModel):
+    """Filters a caller may put on a search; every one narrows the candidates before ranking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=16, description="all of these tags"
+    )
+    video_id: str | None = Field(default=None, max_length=64, description="only scenes of this video")
+    uri_prefix: str | None = Field(default=None, max_length=1024, description="only media under this URI")
+    min_width: int | None = Field(default=None, ge=0)
+    min_height: int | None = Field(default=None, ge=0)
+
+
+class SearchRequest(BaseModel):
+    """`POST /search`: exactly one query (text, image, image_uri or video_id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, min_length=1, max_length=1000)
+    image: str | None = Field(default=None, description="base64-encoded image bytes")
+    image_uri: str | None = Field(default=None, max_length=2048, description="an image inside the store")
+    video_id: str | None = Field(default=None, max_length=64, description="videos similar to this one")
+    mode: SearchMode = SearchMode.CLIP
+    kinds: list[ResultKind] = Field(default_factory=lambda: [ResultKind.IMAGE, ResultKind.VIDEO], min_length=1)
+    k: int = Field(default=10, ge=1, le=100)
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        given = [n for n in ("text", "image", "image_uri", "video_id") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of text, image, image_uri, video_id (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class SceneHit(BaseModel):
+    id: str
+    scene: int
+    t_start: float
+    t_end: float
+    score: float
+    thumbnail_url: str | None = None
+
+
+class SearchResult(BaseModel):
+    id: str
+    kind: ResultKind
+    score: float = Field(description="cosine similarity in [-1, 1] (aggregated for videos)")
+    uri: str
+    url: str | None = None
+    thumbnail_url: str | None = None
+    video_id: str | None = None
+    scenes: list[SceneHit] = Field(default_factory=list)
+    caption: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    explanation: str = ""
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    took_ms: float
+
+
+class ItemResponse(BaseModel):
+    """`GET /items/{id}`: a document without its vectors."""
+
+    id: str
+    kind: DocKind
+    uri: str
+    url: str | None = None
+    thumbnail_url: str | None = None
+    video_id: str | None = None
+    scene: int | None = None
+    t_start: float | None = None
+    t_end: float | None = None
+    caption: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Any = None
+
+
+class SceneSpan(BaseModel):
+    """One detected scene of a video, as the preprocess job wrote it."""
+
+    scene: int = Field(ge=0)
+    t_start: float = Field(ge=0)
+    t_end: float = Field(ge=0)
+    thumbnail: str | None = Field(default=None, description="URI of the keyframe thumbnail (JPEG)")
+    frames: list[float] = Field(default_factory=list, description="times of the sampled frames, seconds")
+
+
+class VideoRecord(BaseModel):
+    """A preprocessed video: written by the preprocess job beside its frames, read by the loader.
+
+    `error` is set (and `scenes` empty) for a video that could not be decoded.
+    """
+
+    video_id: str
+    uri: str
+    fingerprint: str | None = None
+    duration: float | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    scenes: list[SceneSpan] = Field(default_factory=list)
+    strip: str | None = Field(default=None, description="URI of the scene strip image")
+    error: str | None = None

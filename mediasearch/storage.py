@@ -1,0 +1,290 @@
+"""Object store: a local folder or an S3 bucket prefix behind one small interface.
+
+Keys are '/'-separated and relative to the store's root. Every object also has a URI
+(`s3://bucket/key` or `file:///abs/path`) that any stage can resolve with `open_uri`, which is what
+manifest lines and index documents carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
+
+
+class StoreError(Exception):
+    """A store operation failed; the message names the object."""
+
+
+class ObjectNotFound(StoreError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "object not found"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    fingerprint: str  # changes whenever the content may have changed (ETag, or size+mtime)
+
+
+class ObjectStore(ABC):
+    """What the pipeline needs from a blob store, nothing more."""
+
+    @property
+    @abstractmethod
+    def root_uri(self) -> str: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    @abstractmethod
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A URL a browser can fetch directly, or None when the API must serve the object itself."""
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def key_of(self, uri: str) -> str | None:
+        """The key of `uri` inside this store, or None when it lies outside."""
+        root = self.root_uri.rstrip("/") + "/"
+        if uri.startswith(root):
+            key = uri[len(root) :]
+            return key if _is_safe_key(key) else None
+        return None
+
+
+def _is_safe_key(key: str) -> bool:
+    parts = key.split("/")
+    return bool(key) and not key.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _check_key(key: str) -> str:
+    if not _is_safe_key(key):
+        raise StoreError(f"invalid key {key!r}: keys are relative, '/'-separated, with no '.' or '..' parts")
+    return key
+
+
+class LocalStore(ObjectStore):
+    """A folder on disk. Writes are atomic (temp file + rename) so a crashed job never leaves half a file."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def root_uri(self) -> str:
+        return self.root.as_uri()
+
+    def path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def get(self, key: str) -> bytes:
+        path = self.path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.uri(key)} does not exist") from None
+        except IsADirectoryError:
+            raise ObjectNotFound(f"{self.uri(key)} is a folder, not an object") from None
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not os.path.isfile(self.path(key)):
+            return None
+        return ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root / prefix if prefix else self.root
+        start = base if base.is_dir() else base.parent
+        if not start.exists():
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = full.stat()
+                    yield ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return self.root_uri.rstrip("/") + "/" + quote(_check_key(key))
+
+    def key_of(self, uri: str) -> str | None:
+        return super().key_of(uri if not uri.startswith("file:") else _normalise_file_uri(uri))
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return None
+
+
+def _normalise_file_uri(uri: str) -> str:
+    """file:///a/b%20c -> file:///a/b%20c with the path resolved, so '..' cannot escape a root."""
+    path = Path(unquote(urlparse(uri).path)).resolve()
+    return path.as_uri()
+
+
+class S3Store(ObjectStore):
+    """An S3 bucket and key prefix. Honours AWS_ENDPOINT_URL, so LocalStack and moto work unchanged."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: object | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client
+
+    @property
+    def client(self):  # boto3 client; typed loosely so boto3 stubs stay optional
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
+
+    @property
+    def root_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _full(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(f"{self.uri(key)} does not exist") from None
+            raise StoreError(f"cannot read {self.uri(key)}: {code or exc}") from exc
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"cannot stat {self.uri(key)}: {exc}") from exc
+        return ObjectInfo(key, int(head["ContentLength"]), head["ETag"].strip('"'))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full_prefix = self._full(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):
+                    continue
+                yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["ETag"].strip('"'))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)}, ExpiresIn=expires_s
+        )
+
+
+_client_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _cached_client(endpoint: str | None, region: str | None):
+    import boto3
+    from botocore.config import Config
+
+    # boto3 client creation is not thread-safe, and a client is; share one per endpoint.
+    with _client_lock:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region,
+            config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+
+def s3_client():
+    """An S3 client for the current environment (AWS_ENDPOINT_URL[_S3], AWS_REGION)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return _cached_client(endpoint, region)
+
+
+def open_store(location: str | os.PathLike[str]) -> ObjectStore:
+    """A store rooted at `location`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
+    text = os.fspath(location)
+    if text.startswith("s3://"):
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise StoreError(f"invalid S3 location {text!r}: expected s3://bucket/prefix")
+        return S3Store(parsed.netloc, parsed.path.lstrip("/"))
+    if text.startswith("file://"):
+        return LocalStore(unquote(urlparse(text).path))
+    if "://" in text:
+        raise StoreError(f"unsupported store location {text!r}: use a folder path, file:// or s3://")
+    return LocalStore(text)
+
+
+def open_uri(uri: str) -> tuple[ObjectStore, str]:
+    """Split an object URI into (store, key), so a record can be fetched wherever it lives."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        key = parsed.path.lstrip("/")
+        if not parsed.netloc or not key:
+            raise StoreError(f"invalid S3 URI {uri!r}: expected s3://bucket/key")
+        return S3Store(parsed.netloc), key
+    path = Path(unquote(urlparse(uri).path) if uri.startswith("file://") else uri).expanduser().resolve()
+    return LocalStore(path.parent), path.name
+
+
+def read_uri(uri: str) -> bytes:
+    store, key = open_uri(uri)
+    return store.get(key)
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
