@@ -1,0 +1,1 @@
+"""Synthetic, labelled demo corpora (images and videos) for tests, demos and retrieval evaluation."""
