@@ -1,0 +1,459 @@
+"""OpenSearch k-NN backend: one index per collection, faiss HNSW over L2-normalised vectors.
+
+The request bodies are built by the module-level pure functions below so tests can compare them with
+the documented formats. Pages relied on (OpenSearch 2.11+, checked against the 2.19 docs):
+
+- knn_vector mapping and ``index.knn``:
+  https://docs.opensearch.org/latest/mappings/supported-field-types/knn-vector/
+- faiss ``hnsw`` method, ``space_type``, ``parameters.m`` / ``ef_construction``:
+  https://docs.opensearch.org/latest/mappings/supported-field-types/knn-methods-engines/
+- how ``innerproduct`` distances become ``_score`` (see ``cosine_from_score``):
+  https://docs.opensearch.org/latest/mappings/supported-field-types/knn-spaces/
+- ``filter`` inside the ``knn`` clause (faiss efficient filtering, 2.9+):
+  https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/
+- bulk, multi-get, count and delete-by-query request/response shapes:
+  https://docs.opensearch.org/latest/api-reference/document-apis/bulk/ ,
+  https://docs.opensearch.org/latest/api-reference/document-apis/multi-get/ ,
+  https://docs.opensearch.org/latest/api-reference/search-apis/count/ ,
+  https://docs.opensearch.org/latest/api-reference/document-apis/delete-by-query/
+- SigV4 with opensearch-py: https://github.com/opensearch-project/opensearch-py/blob/main/guides/auth.md
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection, helpers
+from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
+
+from mediasearch.config import Settings
+from mediasearch.index.base import Hit, IndexError_, IndexFilter, IndexSpec, VectorField, VectorIndex
+from mediasearch.records import IndexDocument
+
+VECTOR_FIELDS: tuple[str, ...] = (VectorField.CLIP.value, VectorField.CAPTION.value)
+
+# HNSW graph parameters. The documented faiss defaults are m=16, ef_construction=100; a slightly
+# wider construction beam buys recall for a one-off cost at load time.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128
+
+# Bulk chunks stay under the 10 MiB HTTP payload limit of the smallest Amazon OpenSearch Service
+# instance types: a 512-d vector is ~10 KB of JSON, so 500 docs with caption vectors is ~8 MB.
+BULK_CHUNK_DOCS = 500
+BULK_CHUNK_BYTES = 8 * 1024 * 1024
+BULK_THREADS = 4
+# Multi-get responses carry whole vectors; batches keep each response a few MB.
+MGET_CHUNK_IDS = 500
+
+# knn hits come back without vectors (they are excluded from `_source` to keep responses small), but
+# IndexDocument requires a clip vector; hits carry this empty, read-only array instead. Use
+# get_many() when the vectors are needed.
+NO_VECTOR: np.ndarray = np.empty(0, dtype=np.float32)
+NO_VECTOR.setflags(write=False)
+
+
+def cosine_from_score(score: float) -> float:
+    """Undo OpenSearch's faiss `innerproduct` scoring so the result is the inner product (== cosine).
+
+    Per the Spaces page, faiss uses d = -ip and scores 1/(1+d) when d >= 0, -d+1 when d < 0; i.e.
+    score = 1 + ip for ip >= 0 and 1/(1 - ip) for ip < 0. Both branches give 1 at ip == 0.
+    """
+    if score <= 0:
+        raise ValueError(f"an innerproduct k-NN score is always positive, got {score}")
+    ip = score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+    # float32 rounding inside the engine can overshoot the unit interval by an ulp or two.
+    return min(1.0, max(-1.0, ip))
+
+
+def _knn_vector(dimension: int) -> dict[str, Any]:
+    return {
+        "type": "knn_vector",
+        "dimension": dimension,
+        "method": {
+            "name": "hnsw",
+            "engine": "faiss",
+            # Vectors are L2-normalised, so inner product is cosine; faiss `cosinesimil` needs 2.19.
+            "space_type": "innerproduct",
+            "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+        },
+    }
+
+
+def index_body(spec: IndexSpec) -> dict[str, Any]:
+    """The create-index request: k-NN enabled, one property per IndexDocument field."""
+    return {
+        "settings": {"index": {"knn": True}},
+        "mappings": {
+            # A field added to IndexDocument without a mapping here fails the upsert loudly instead of
+            # being mapped dynamically (e.g. as `text` where a filter needs `keyword`).
+            "dynamic": "strict",
+            "properties": {
+                "id": {"type": "keyword"},
+                "kind": {"type": "keyword"},
+                "uri": {"type": "keyword"},
+                "video_id": {"type": "keyword"},
+                "scene": {"type": "integer"},
+                "t_start": {"type": "float"},
+                "t_end": {"type": "float"},
+                "thumbnail": {"type": "keyword", "index": False},
+                # Analysed text so a later hybrid query can match caption words.
+                "caption": {"type": "text", "analyzer": "english"},
+                "tags": {"type": "keyword"},
+                "width": {"type": "integer"},
+                "height": {"type": "integer"},
+                "duration": {"type": "float"},
+                "fingerprint": {"type": "keyword"},
+                "model": {"type": "keyword"},
+                VectorField.CLIP.value: _knn_vector(spec.clip_dim),
+                VectorField.CAPTION.value: _knn_vector(spec.caption_dim),
+            },
+        },
+    }
+
+
+def filter_clause(filter: IndexFilter | None) -> dict[str, Any] | None:
+    """A bool query in filter context (no scoring) for `filter`; None when it restricts nothing."""
+    if filter is None or filter.is_empty():
+        return None
+    must: list[dict[str, Any]] = []
+    must_not: list[dict[str, Any]] = []
+    if filter.kinds:
+        must.append({"terms": {"kind": [str(kind) for kind in filter.kinds]}})
+    if filter.video_id is not None:
+        must.append({"term": {"video_id": filter.video_id}})
+    if filter.exclude_video_id is not None:
+        must_not.append({"term": {"video_id": filter.exclude_video_id}})
+    # One term per tag: a document must carry every tag asked for, not any of them.
+    must.extend({"term": {"tags": tag}} for tag in filter.tags)
+    if filter.uri_prefix is not None:
+        must.append({"prefix": {"uri": filter.uri_prefix}})
+    if filter.min_width is not None:
+        must.append({"range": {"width": {"gte": filter.min_width}}})
+    if filter.min_height is not None:
+        must.append({"range": {"height": {"gte": filter.min_height}}})
+    clause: dict[str, Any] = {}
+    if must:
+        clause["filter"] = must
+    if must_not:
+        clause["must_not"] = must_not
+    return {"bool": clause}
+
+
+def knn_query(
+    vector: np.ndarray,
+    k: int,
+    filter: IndexFilter | None = None,
+    field: VectorField = VectorField.CLIP,
+) -> dict[str, Any]:
+    """The _search body: approximate k-NN on `field`, efficiently filtered, vectors left out of hits."""
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"a query vector must be a non-empty 1-D array, got shape {arr.shape}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    knn: dict[str, Any] = {"vector": arr.tolist(), "k": k}
+    clause = filter_clause(filter)
+    if clause is not None:
+        # Inside `knn` (not a bool post-filter) so faiss returns k hits that all match.
+        knn["filter"] = clause
+    return {
+        "size": k,
+        "_source": {"excludes": list(VECTOR_FIELDS)},
+        "query": {"knn": {str(field): knn}},
+    }
+
+
+def _source(doc: IndexDocument) -> dict[str, Any]:
+    # mode="json" turns vectors into plain lists and enums into strings; absent values (notably a
+    # missing caption_vector, which knn_vector cannot hold as null) are left out.
+    return doc.model_dump(mode="json", exclude_none=True)
+
+
+def bulk_actions(collection: str, docs: Iterable[IndexDocument]) -> Iterator[dict[str, Any]]:
+    """opensearch-py bulk helper actions: `index` (create or replace) keyed by the document id."""
+    for doc in docs:
+        yield {"_op_type": "index", "_index": collection, "_id": doc.id, "_source": _source(doc)}
+
+
+def _delete_actions(collection: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    for doc_id in ids:
+        yield {"_op_type": "delete", "_index": collection, "_id": doc_id}
+
+
+def _query(filter: IndexFilter | None) -> dict[str, Any]:
+    return filter_clause(filter) or {"match_all": {}}
+
+
+def _hit_document(source: dict[str, Any]) -> IndexDocument:
+    # Validate every other field normally, then swap the placeholder for the explicit empty vector.
+    doc = IndexDocument.model_validate({**source, VectorField.CLIP.value: [0.0]})
+    return doc.model_copy(update={VectorField.CLIP.value: NO_VECTOR, VectorField.CAPTION.value: None})
+
+
+def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def build_client(settings: Settings) -> OpenSearch:
+    """An OpenSearch client for `settings`: SigV4 on AWS, basic auth when a username is set."""
+    if not settings.opensearch_url:
+        raise ValueError(
+            "the OpenSearch backend needs a cluster URL: set MEDIASEARCH_OPENSEARCH_URL "
+            "(e.g. http://localhost:9200 or https://<domain>.<region>.es.amazonaws.com)"
+        )
+    kwargs: dict[str, Any] = {"timeout": 30, "max_retries": 3, "retry_on_timeout": True}
+    if settings.opensearch_aws_region:
+        if settings.opensearch_username:
+            raise ValueError(
+                "set either MEDIASEARCH_OPENSEARCH_AWS_REGION (SigV4) or MEDIASEARCH_OPENSEARCH_USERNAME "
+                "(basic auth), not both"
+            )
+        import boto3  # only AWS deployments pay for importing boto3 here
+
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            raise ValueError(
+                "MEDIASEARCH_OPENSEARCH_AWS_REGION is set but boto3 found no AWS credentials to sign with"
+            )
+        # The requests-based signer pairs with RequestsHttpConnection (opensearch-py guides/auth.md);
+        # AWSV4SignerAuth is the deprecated alias of the same class.
+        kwargs["http_auth"] = RequestsAWSV4SignerAuth(credentials, settings.opensearch_aws_region, "es")
+        kwargs["connection_class"] = RequestsHttpConnection
+    elif settings.opensearch_username:
+        password = settings.opensearch_password.get_secret_value() if settings.opensearch_password else ""
+        kwargs["http_auth"] = (settings.opensearch_username, password)
+    return OpenSearch(hosts=[settings.opensearch_url], **kwargs)
+
+
+class OpenSearchIndex(VectorIndex):
+    """A collection stored as one OpenSearch index of the same name."""
+
+    def __init__(self, client: OpenSearch, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+        # Set once the index is known to exist, so writes can refuse to auto-create an index with a
+        # dynamic (non-k-NN) mapping without asking the cluster before every batch.
+        self._exists = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenSearchIndex:
+        return cls(build_client(settings), settings.collection)
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except OpenSearchException as e:
+            raise IndexError_(f"OpenSearch {operation} on collection {self.collection!r} failed: {e}") from e
+
+    @staticmethod
+    def _unless_missing(call: Callable[..., Any], **kwargs: Any) -> Any:
+        """`call(**kwargs)`, or None when the collection's index does not exist: reading a collection
+        that was never created finds nothing, as it does with the LanceDB backend."""
+        try:
+            return call(**kwargs)
+        except NotFoundError as e:
+            if e.error == "index_not_found_exception":
+                return None
+            raise
+
+    def _require_index(self) -> bool:
+        if not self._exists:
+            self._exists = bool(self.client.indices.exists(index=self.collection))
+        return self._exists
+
+    def create(self, spec: IndexSpec) -> None:
+        with self._errors("create"):
+            if not self.client.indices.exists(index=self.collection):
+                try:
+                    self.client.indices.create(index=self.collection, body=index_body(spec))
+                    self._exists = True
+                    return
+                except RequestError as e:
+                    # Another process won the race; fall through and check it made the same index.
+                    if e.error != "resource_already_exists_exception":
+                        raise
+            self._check_dimensions(spec)
+            self._exists = True
+
+    def _check_dimensions(self, spec: IndexSpec) -> None:
+        response = self.client.indices.get_mapping(index=self.collection)
+        # Keyed by the concrete index name, which differs from the collection when that is an alias.
+        properties = next(iter(response.values()))["mappings"].get("properties", {})
+        wanted = {VectorField.CLIP.value: spec.clip_dim, VectorField.CAPTION.value: spec.caption_dim}
+        for field, dim in wanted.items():
+            found = properties.get(field, {}).get("dimension")
+            if found != dim:
+                raise IndexError_(
+                    f"collection {self.collection!r} already exists with {field} dimension {found}, "
+                    f"but {dim} was asked for: use another collection or delete this one"
+                )
+
+    def exists(self) -> bool:
+        with self._errors("exists"):
+            self._exists = bool(self.client.indices.exists(index=self.collection))
+            return self._exists
+
+    def upsert(self, docs: Sequence[IndexDocument]) -> int:
+        if not docs:
+            return 0
+        # The last write of an id wins. Without this, parallel_bulk could send two versions of one id in
+        # chunks on different threads and either could land last.
+        unique = list({doc.id: doc for doc in docs}.values())
+        with self._errors("upsert"):
+            if not self._require_index():
+                raise IndexError_(f"collection {self.collection!r} does not exist: call create() first")
+            written = 0
+            failed: dict[str, str] = {}
+            for ok, item in helpers.parallel_bulk(
+                self.client,
+                bulk_actions(self.collection, unique),
+                thread_count=BULK_THREADS,
+                chunk_size=BULK_CHUNK_DOCS,
+                max_chunk_bytes=BULK_CHUNK_BYTES,
+                raise_on_error=False,
+            ):
+                result = item["index"]
+                if ok:
+                    written += 1
+                else:
+                    failed[str(result.get("_id"))] = _reason(result)
+            # One refresh after the whole load rather than one per chunk: writes are visible on return.
+            self.client.indices.refresh(index=self.collection)
+        if failed:
+            raise IndexError_(_failure_message("upsert", self.collection, failed))
+        return written
+
+    def knn(
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: IndexFilter | None = None,
+        field: VectorField = VectorField.CLIP,
+    ) -> list[Hit]:
+        body = knn_query(vector, k, filter, field)
+        with self._errors("knn search"):
+            response = self._unless_missing(self.client.search, index=self.collection, body=body)
+        if response is None:
+            return []
+        return [
+            Hit(document=_hit_document(hit["_source"]), score=cosine_from_score(hit["_score"]))
+            for hit in response["hits"]["hits"]
+        ]
+
+    def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
+        wanted = _unique(ids)
+        docs: list[IndexDocument] = []
+        with self._errors("get"):
+            for chunk in _chunks(wanted, MGET_CHUNK_IDS):
+                response = self._unless_missing(
+                    self.client.mget, index=self.collection, body={"ids": list(chunk)}
+                )
+                if response is None:
+                    break
+                docs.extend(
+                    IndexDocument.model_validate(d["_source"]) for d in response["docs"] if d.get("found")
+                )
+        return docs
+
+    def delete(self, ids: Iterable[str]) -> int:
+        wanted = _unique(ids)
+        if not wanted:
+            return 0
+        with self._errors("delete"):
+            if not self._require_index():
+                # A bulk delete would auto-create the index with a dynamic mapping.
+                return 0
+            deleted = 0
+            failed: dict[str, str] = {}
+            for ok, item in helpers.streaming_bulk(
+                self.client,
+                _delete_actions(self.collection, wanted),
+                chunk_size=BULK_CHUNK_DOCS * 2,
+                raise_on_error=False,
+            ):
+                result = item["delete"]
+                if ok and result.get("result") == "deleted":
+                    deleted += 1
+                elif result.get("status") != 404:  # a missing id is not an error
+                    failed[str(result.get("_id"))] = _reason(result)
+            self.client.indices.refresh(index=self.collection)
+        if failed:
+            raise IndexError_(_failure_message("delete", self.collection, failed))
+        return deleted
+
+    def delete_where(self, filter: IndexFilter) -> int:
+        with self._errors("delete_where"):
+            response = self._unless_missing(
+                self.client.delete_by_query,
+                index=self.collection,
+                body={"query": _query(filter)},
+                refresh=True,
+            )
+        if response is None:
+            return 0
+        if response.get("failures"):
+            raise IndexError_(
+                f"OpenSearch delete_where on collection {self.collection!r} deleted "
+                f"{response.get('deleted', 0)} documents, then failed: {response['failures'][:3]}"
+            )
+        return int(response["deleted"])
+
+    def count(self, filter: IndexFilter | None = None) -> int:
+        clause = filter_clause(filter)
+        with self._errors("count"):
+            body = None if clause is None else {"query": clause}
+            response = self._unless_missing(self.client.count, index=self.collection, body=body)
+        return 0 if response is None else int(response["count"])
+
+    def fingerprints(self, ids: Iterable[str]) -> dict[str, str | None]:
+        wanted = _unique(ids)
+        found: dict[str, str | None] = {}
+        with self._errors("fingerprints"):
+            for chunk in _chunks(wanted, MGET_CHUNK_IDS):
+                response = self._unless_missing(
+                    self.client.mget,
+                    index=self.collection,
+                    body={"ids": list(chunk)},
+                    _source_includes=["fingerprint"],
+                )
+                if response is None:
+                    break
+                for d in response["docs"]:
+                    if d.get("found"):
+                        found[d["_id"]] = d.get("_source", {}).get("fingerprint")
+        return found
+
+    def optimize(self) -> None:
+        # The k-NN plugin builds HNSW graphs per segment as it indexes; a refresh makes the latest
+        # segments searchable. A force-merge would speed search further but is too costly to do blind.
+        with self._errors("optimize"):
+            self.client.indices.refresh(index=self.collection)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _reason(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type')}: {error.get('reason')}"
+    return str(error or f"status {result.get('status')}")
+
+
+def _failure_message(operation: str, collection: str, failed: dict[str, str]) -> str:
+    shown = list(failed.items())[:5]
+    more = f"; and {len(failed) - len(shown)} more" if len(failed) > len(shown) else ""
+    details = "; ".join(f"{doc_id} ({reason})" for doc_id, reason in shown)
+    return (
+        f"OpenSearch {operation} on collection {collection!r} failed for {len(failed)} document(s): "
+        f"{details}{more}"
+    )
