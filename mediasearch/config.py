@@ -27,7 +27,9 @@ class EncoderBackend(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIASEARCH_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path("mediasearch-data"), description="root of local artefacts (index, demo corpus)")
+    data_dir: Path = Field(
+        Path("mediasearch-data"), description="root of local artefacts (index, demo corpus)"
+    )
     store: str = Field(
         "mediasearch-data",
         description="the media store: a local folder or s3://bucket/prefix; image_uri queries must lie inside it",

@@ -3,7 +3,7 @@
 Queries come from the synthetic image labels (`mediasearch.corpus.images`): one text query per
 (colour, shape) pair, whose relevant items are every image of that colour and shape, whatever its
 background or size. Items are matched by index document id, and the id of an image's document is
-`mediasearch.records.stable_id(key)` where `key` is the image's key in the object store (not its URI), so
+`mediasearch.records.stable_id(uri)` where `uri` is the image's URI in the object store, so
 `search_fn` must return those ids.
 
 Rankings are scored as returned: the top k are the first k entries, duplicates included, so a search that
@@ -17,7 +17,6 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pydantic import BaseModel, Field
 
 from mediasearch.corpus.images import ImageLabel
-from mediasearch.records import stable_id
 
 
 class EvalQuery(BaseModel):
@@ -119,11 +118,11 @@ def reciprocal_rank(ranked_ids: Sequence[str], relevant_ids: Collection[str]) ->
 def queries_from_labels(labels: Iterable[ImageLabel]) -> list[EvalQuery]:
     """One query per (colour, shape) pair present, e.g. "a photo of a red circle", in sorted order.
 
-    Relevant ids are `stable_id(label.key)`, the ids the images' index documents carry.
+    Relevant ids are `label.id` (`stable_id(label.uri)`), the ids the images' index documents carry.
     """
     groups: dict[tuple[str, str], list[str]] = {}
     for label in labels:
-        groups.setdefault((label.colour, label.shape), []).append(stable_id(label.key))
+        groups.setdefault((label.colour, label.shape), []).append(label.id)
     return [
         EvalQuery(text=f"a photo of a {colour} {shape}", colour=colour, shape=shape, relevant_ids=ids)
         for (colour, shape), ids in sorted(groups.items())

@@ -64,15 +64,28 @@ class ResultKind(StrEnum):
     VIDEO = "video"
 
 
+class Aggregation(StrEnum):
+    """How a video's score is built from its matching scenes' scores."""
+
+    MAX = "max"
+    MEAN = "mean"
+    SUM = "sum"
+    TOP3_MEAN = "top3_mean"
+
+
 class SearchMode(StrEnum):
     CLIP = "clip"
     CAPTION = "caption"
     HYBRID = "hybrid"
 
 
-def stable_id(key: str) -> str:
-    """Deterministic id for an object in the store, so re-running a job upserts rather than duplicates."""
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+def stable_id(uri: str) -> str:
+    """Deterministic id of an object, from its full URI (`ObjectStore.uri(key)`).
+
+    The URI rather than a store-relative key, so the id does not depend on which folder or prefix a
+    job was pointed at; re-running any job upserts the same ids rather than adding duplicates.
+    """
+    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:20]
 
 
 class ManifestRecord(BaseModel):
@@ -158,8 +171,11 @@ class SearchRequest(BaseModel):
     image_uri: str | None = Field(default=None, max_length=2048, description="an image inside the store")
     video_id: str | None = Field(default=None, max_length=64, description="videos similar to this one")
     mode: SearchMode = SearchMode.CLIP
-    kinds: list[ResultKind] = Field(default_factory=lambda: [ResultKind.IMAGE, ResultKind.VIDEO], min_length=1)
+    kinds: list[ResultKind] = Field(
+        default_factory=lambda: [ResultKind.IMAGE, ResultKind.VIDEO], min_length=1
+    )
     k: int = Field(default=10, ge=1, le=100)
+    aggregation: Aggregation = Aggregation.MAX
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
     @model_validator(mode="after")

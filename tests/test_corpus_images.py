@@ -98,7 +98,7 @@ def test_corpus_is_big_varied_and_labelled(corpus: tuple[LocalStore, list[ImageL
     assert len(labels) >= 200
     assert len({label.key for label in labels}) == len(labels)
     assert len({label.id for label in labels}) == len(labels)
-    assert labels[0].id == stable_id(labels[0].key)
+    assert labels[0].id == stable_id(labels[0].uri)
     formats = Counter(Path(label.key).suffix for label in labels)
     assert formats[".png"] > 0 and 0 < formats[".jpg"] < len(labels) / 4
     for label in labels:

@@ -86,8 +86,8 @@ class ImageLabel(BaseModel):
 
     @property
     def id(self) -> str:
-        """The id the image's index document has: `stable_id` of its store key."""
-        return stable_id(self.key)
+        """The id the image's index document has: `stable_id` of its URI."""
+        return stable_id(self.uri)
 
 
 @dataclass(frozen=True)

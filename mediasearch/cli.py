@@ -1,0 +1,255 @@
+"""`mediasearch` command line: thin commands over the library, with progress bars and summaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mediasearch import backends
+from mediasearch.config import Settings, get_settings
+from mediasearch.records import (
+    Aggregation,
+    ResultKind,
+    SearchMode,
+    SearchRequest,
+    SearchResponse,
+    TransformResult,
+)
+
+app = typer.Typer(
+    help="Semantic search over images and videos. Settings come from MEDIASEARCH_* environment variables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings() -> Settings:
+    logging.basicConfig(
+        level=os.environ.get("MEDIASEARCH_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    return get_settings()
+
+
+def _fail_summary(failures: list[TransformResult], total: int, what: str = "items") -> None:
+    """Print what failed and exit non-zero, so scripts and CI notice."""
+    if not failures:
+        return
+    typer.secho(f"{len(failures)} of {total} {what} failed:", fg="red", err=True)
+    for f in failures[:20]:
+        typer.echo(f"  {f.uri}: {f.error}", err=True)
+    if len(failures) > 20:
+        typer.echo(f"  ... and {len(failures) - 20} more", err=True)
+    raise typer.Exit(1)
+
+
+def _service(settings: Settings):  # type: ignore[no-untyped-def]
+    from mediasearch.links import MediaLinks
+    from mediasearch.search import SearchService
+
+    return SearchService(
+        backends.index(settings), backends.encoder(settings), backends.store(settings), MediaLinks()
+    )
+
+
+@app.command("demo-data")
+def demo_data(
+    dest: Annotated[str, typer.Option(help="store location (folder or s3://bucket/prefix)")] = "",
+    limit: Annotated[int | None, typer.Option(help="number of images (default: all 360)")] = None,
+    seed: int = 0,
+) -> None:
+    """Generate the synthetic labelled sample corpus (images + labels.jsonl) into the store."""
+    from mediasearch.corpus.images import generate_images
+    from mediasearch.storage import open_store
+
+    settings = _settings()
+    store = open_store(dest or settings.store)
+    labels = generate_images(store, "demo/images", seed=seed, limit=limit)
+    typer.echo(f"{len(labels)} images with labels under {store.uri('demo/images')}")
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix to index")],
+    batch_size: Annotated[int | None, typer.Option(help="images per forward pass")] = None,
+) -> None:
+    """Scan SOURCE, embed new or changed images (batch transform) and load them into the index."""
+    from mediasearch.ingest import ingest as run_ingest
+    from mediasearch.storage import open_store
+
+    settings = _settings()
+    store = open_store(source)
+    index = backends.index(settings)
+    report = run_ingest(
+        store,
+        index,
+        backends.clip_handler(settings),
+        work=settings.work_prefix,
+        batch_size=batch_size or settings.batch_size,
+        manifest_lines=settings.manifest_lines,
+    )
+    typer.echo(
+        f"scanned {report.scanned}, unchanged {report.unchanged}, embedded {report.transform.records}, "
+        f"indexed {report.load.indexed}, failed {len(report.failures)}; index holds {index.count()} documents"
+    )
+    _fail_summary(report.failures, report.scanned)
+
+
+@app.command()
+def transform(
+    location: Annotated[str, typer.Argument(help="store location whose manifests (*.jsonl) to run")],
+    prefix: Annotated[str, typer.Option(help="only manifests under this key prefix")] = "",
+) -> None:
+    """Run the batch transform locally over manifests, writing <manifest>.out beside each (resumable)."""
+    from mediasearch.storage import open_store
+    from mediasearch.transform import TransformRunner
+
+    settings = _settings()
+    runner = TransformRunner(
+        open_store(location), backends.clip_handler(settings), batch_size=settings.batch_size
+    )
+    report = runner.run(prefix=prefix)
+    typer.echo(
+        f"{report.manifests} manifest(s) run, {report.skipped_manifests} already done, "
+        f"{report.records} records, {report.failed} failed"
+    )
+    _fail_summary(report.failures, report.records, "records")
+
+
+@app.command()
+def load(
+    location: Annotated[str, typer.Argument(help="store location whose *.out files to load")],
+    prefix: str = "",
+) -> None:
+    """Load transform outputs into the index (idempotent)."""
+    from mediasearch.loader import Loader
+    from mediasearch.storage import open_store
+
+    settings = _settings()
+    index = backends.index(settings)
+    loader = Loader(open_store(location), index)
+    report = loader.load(loader.output_keys(prefix))
+    typer.echo(
+        f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
+    )
+    _fail_summary(report.failures, report.indexed + report.failed, "records")
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="text query")] = None,
+    image: Annotated[Path | None, typer.Option(help="image file to search with")] = None,
+    video: Annotated[str | None, typer.Option(help="video id: find videos like it")] = None,
+    k: int = 10,
+    kind: Annotated[list[ResultKind] | None, typer.Option(help="image and/or video")] = None,
+    mode: SearchMode = SearchMode.CLIP,
+    aggregation: Aggregation = Aggregation.MAX,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw response")] = False,
+) -> None:
+    """Search the index from the command line (no server needed)."""
+    import base64
+
+    from mediasearch.search import QueryError
+
+    settings = _settings()
+    payload: dict[str, object] = {"k": k, "mode": mode, "aggregation": aggregation}
+    if kind:
+        payload["kinds"] = kind
+    if image is not None:
+        payload["image"] = base64.b64encode(image.read_bytes()).decode()
+    elif video is not None:
+        payload["video_id"] = video
+        payload.setdefault("kinds", [ResultKind.VIDEO])
+    else:
+        payload["text"] = text
+    try:
+        response = _service(settings).search(SearchRequest.model_validate(payload))
+    except QueryError as exc:
+        typer.secho(f"{exc.field}: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(response.model_dump_json(indent=2))
+    else:
+        print_results(response)
+
+
+@app.command()
+def similar(video_id: str, k: int = 5) -> None:
+    """The k videos most like VIDEO_ID (video-to-video recommendation)."""
+    search(
+        text=None,
+        image=None,
+        video=video_id,
+        k=k,
+        kind=[ResultKind.VIDEO],
+        mode=SearchMode.CLIP,
+        aggregation=Aggregation.MAX,
+        as_json=False,
+    )
+
+
+def print_results(response: SearchResponse) -> None:
+    if not response.results:
+        typer.echo("no results")
+    for n, r in enumerate(response.results, 1):
+        typer.echo(f"{n:>3}. {r.score:+.3f} {r.kind.value:<5} {r.uri}")
+        for s in r.scenes:
+            typer.echo(f"       scene {s.scene} {s.t_start:.1f}-{s.t_end:.1f}s {s.score:+.3f}")
+    typer.echo(f"({response.took_ms:.1f} ms)")
+
+
+@app.command("eval")
+def evaluate(
+    labels: Annotated[str, typer.Option(help="labels.jsonl location")] = "",
+    k: Annotated[list[int] | None, typer.Option(help="cut-offs for recall@k")] = None,
+    per_query: bool = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recall@k and MRR of text queries over the labelled sample corpus."""
+    from mediasearch.corpus.images import ImageLabel
+    from mediasearch.evaluation import evaluate as run_eval
+    from mediasearch.evaluation import queries_from_labels
+    from mediasearch.storage import open_store, read_uri
+
+    settings = _settings()
+    uri = labels or open_store(settings.store).uri("demo/images/labels.jsonl")
+    rows = [ImageLabel.model_validate_json(ln) for ln in read_uri(uri).decode().splitlines() if ln.strip()]
+    service = _service(settings)
+
+    def search_fn(text: str, depth: int) -> list[str]:
+        req = SearchRequest(text=text, k=depth, kinds=[ResultKind.IMAGE])
+        return [r.id for r in service.search(req).results]
+
+    report = run_eval(queries_from_labels(rows), search_fn, ks=tuple(k or (1, 5, 10)))
+    typer.echo(report.model_dump_json(indent=2) if as_json else report.to_table(per_query=per_query))
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the HTTP API and the search page (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    _settings()
+    uvicorn.run("mediasearch.api:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@app.command("random-model")
+def random_model(
+    dest: Path,
+    size: Annotated[str, typer.Option(help="tiny (tests) or base (ViT-B/32 shapes)")] = "tiny",
+) -> None:
+    """Write a randomly initialised CLIP checkpoint (for offline runs; its rankings are noise)."""
+    from mediasearch.models.random_init import build_random_clip
+
+    if size not in ("tiny", "base"):
+        raise typer.BadParameter("size must be tiny or base", param_hint="--size")
+    path = build_random_clip(dest, size=size)  # type: ignore[arg-type]
+    typer.echo(json.dumps({"model": str(path), "size": size}))
+
+
+if __name__ == "__main__":
+    app()

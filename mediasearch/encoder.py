@@ -1,0 +1,69 @@
+"""Query encoders: turn a query's text or image into a CLIP vector.
+
+Two implementations behind one interface: in-process (the local default and the API container) and a
+SageMaker real-time/serverless endpoint (the query Lambda on AWS, which stays small by not holding
+the model). Both speak the handler's JSON contract, so one model artefact serves both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from mediasearch.inference import EmbeddingResponse, TextQuery, decode_image
+from mediasearch.models.clip import ClipModel, l2_normalise
+
+
+class QueryEncoder(ABC):
+    @abstractmethod
+    def encode_text(self, text: str) -> np.ndarray: ...
+
+    @abstractmethod
+    def encode_image(self, data: bytes) -> np.ndarray:
+        """Raises `ImageDecodeError` for bytes that are not a usable image."""
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Load what the first query would otherwise wait for."""
+
+
+class LocalEncoder(QueryEncoder):
+    def __init__(self, model: ClipModel, max_pixels: int = 40_000_000) -> None:
+        self.model = model
+        self.max_pixels = max_pixels
+
+    def encode_text(self, text: str) -> np.ndarray:
+        return self.model.embed_texts([text])[0]
+
+    def encode_image(self, data: bytes) -> np.ndarray:
+        return self.model.embed_images([decode_image(data, self.max_pixels)])[0]
+
+    def warm_up(self) -> None:
+        self.model.load()
+
+
+class SageMakerEncoder(QueryEncoder):
+    """Calls a SageMaker endpoint running `model_handlers/clip` (same input_fn/output_fn contract)."""
+
+    def __init__(self, endpoint: str, client: object | None = None, max_pixels: int = 40_000_000) -> None:
+        self.endpoint = endpoint
+        self.max_pixels = max_pixels
+        if client is None:
+            import boto3
+
+            client = boto3.client("sagemaker-runtime")
+        self.client = client
+
+    def _invoke(self, body: bytes, content_type: str) -> np.ndarray:
+        response = self.client.invoke_endpoint(  # type: ignore[attr-defined]
+            EndpointName=self.endpoint, Body=body, ContentType=content_type, Accept="application/json"
+        )
+        parsed = EmbeddingResponse.model_validate_json(response["Body"].read())
+        return l2_normalise(np.asarray(parsed.embeddings[0], dtype=np.float32))
+
+    def encode_text(self, text: str) -> np.ndarray:
+        return self._invoke(TextQuery(text=[text]).model_dump_json().encode(), "application/json")
+
+    def encode_image(self, data: bytes) -> np.ndarray:
+        decode_image(data, self.max_pixels)  # reject bad input here rather than as an endpoint error
+        return self._invoke(data, "application/x-image")

@@ -1,0 +1,233 @@
+"""The CLIP embedding handler under the SageMaker inference contract.
+
+`model_handlers/clip/inference.py` exposes `model_fn`, `input_fn`, `predict_fn` and `output_fn` from
+an instance of `ClipHandler`; the local batch-transform runner calls the same methods in-process.
+`predict_fn` is split into `prepare` (fetch + decode + preprocess: I/O and CPU, run in threads) and
+`embed` (the model), so the runner can overlap one batch's decoding with the previous one's forward.
+
+Content types:
+- `application/jsonlines` (batch transform, SplitType=Line): manifest lines in, result lines out, one
+  per input line and in order; a line that fails carries `"error"` and never fails the batch.
+- `application/x-image` (or image/*): one image in, `{"model", "embeddings": [[...]]}` out.
+- `application/json` `{"text": [...]}`: texts in, the same shape out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field, ValidationError
+
+from mediasearch.models.clip import ClipModel
+from mediasearch.records import ManifestRecord, TransformResult, stable_id
+from mediasearch.storage import StoreError, read_uri
+
+JSONLINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
+IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")
+MAX_TEXTS = 256
+
+
+class BadRequest(ValueError):
+    """The request body cannot be handled; the message says which part and why."""
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a decodable image (empty, truncated, not an image, too large)."""
+
+
+class TextQuery(BaseModel):
+    text: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
+
+
+class EmbeddingResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+
+
+@dataclass
+class ManifestBatch:
+    """Parsed manifest lines: a record, or the error for a line that was not a valid record."""
+
+    items: list[ManifestRecord | TransformResult]
+
+
+@dataclass
+class PreparedBatch:
+    records: list[ManifestRecord | TransformResult]
+    pixels: np.ndarray | None  # rows for the records that decoded, in order
+    ok_rows: list[int] = field(default_factory=list)
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode and fully load an image, refusing empty, truncated, non-image and oversized input."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels}"
+                )
+            image.load()  # decode now, so a truncated file fails here and not inside the model
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from None
+    return image.convert("RGB")
+
+
+def error_result(record: ManifestRecord, message: str) -> TransformResult:
+    return TransformResult(**record.model_dump(), error=message)
+
+
+def parse_manifest_line(line: str, line_no: int) -> ManifestRecord | TransformResult:
+    try:
+        return ManifestRecord.model_validate_json(line)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "line"
+        message = f"manifest line {line_no} is not a valid record ({where}: {first['msg']})"
+        return TransformResult(id=f"line-{line_no}-{stable_id(line)[:8]}", uri="-", error=message)
+
+
+class ClipHandler:
+    def __init__(
+        self,
+        model: ClipModel,
+        fetch: Callable[[str], bytes] = read_uri,
+        decode_workers: int = 4,
+        max_pixels: int = 40_000_000,
+    ) -> None:
+        self.model = model
+        self.fetch = fetch
+        self.max_pixels = max_pixels
+        self._pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
+
+    # -- the SageMaker contract -------------------------------------------------------------------
+
+    def input_fn(self, body: bytes | str, content_type: str) -> ManifestBatch | Image.Image | TextQuery:
+        ctype = (content_type or "").split(";")[0].strip().lower()
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        if ctype in JSONLINES_TYPES:
+            text = raw.decode("utf-8", errors="replace")
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            return ManifestBatch([parse_manifest_line(ln, i + 1) for i, ln in enumerate(lines)])
+        if ctype in IMAGE_TYPES:
+            try:
+                return decode_image(raw, self.max_pixels)
+            except ImageDecodeError as exc:
+                raise BadRequest(f"request body: {exc}") from None
+        if ctype == "application/json":
+            try:
+                return TextQuery.model_validate_json(raw)
+            except ValidationError as exc:
+                raise BadRequest(
+                    f'request body must be {{"text": [str, ...]}}: {exc.errors()[0]["msg"]}'
+                ) from None
+        raise BadRequest(
+            f"unsupported content type {content_type!r}: use application/jsonlines, application/x-image "
+            "or application/json"
+        )
+
+    def predict_fn(
+        self, data: ManifestBatch | Image.Image | TextQuery
+    ) -> list[TransformResult] | EmbeddingResponse:
+        if isinstance(data, ManifestBatch):
+            return self.embed(self.prepare(data.items))
+        if isinstance(data, TextQuery):
+            vectors = self.model.embed_texts(data.text)
+        else:
+            vectors = self.model.embed_images([data])
+        return EmbeddingResponse(model=self.model.name, embeddings=vectors.tolist())
+
+    def output_fn(
+        self, prediction: list[TransformResult] | EmbeddingResponse, accept: str
+    ) -> tuple[bytes, str]:
+        if isinstance(prediction, EmbeddingResponse):
+            return prediction.model_dump_json().encode(), "application/json"
+        body = "".join(r.model_dump_json(exclude_none=True) + "\n" for r in prediction)
+        return body.encode(), "application/jsonlines"
+
+    # -- the two halves of a batch prediction ------------------------------------------------------
+
+    def _load_one(self, record: ManifestRecord) -> tuple[np.ndarray, tuple[int, int]]:
+        data = self.fetch(record.uri)
+        image = decode_image(data, self.max_pixels)
+        return self.model.preprocess(image), image.size
+
+    def prepare(self, records: Sequence[ManifestRecord | TransformResult]) -> PreparedBatch:
+        """Fetch, decode and preprocess concurrently; failures become per-record errors."""
+        self.model.load()
+        batch = PreparedBatch(records=list(records), pixels=None)
+        todo = [(i, r) for i, r in enumerate(records) if not isinstance(r, TransformResult)]
+        futures = [(i, self._pool.submit(self._load_one, r)) for i, r in todo]
+        rows: list[np.ndarray] = []
+        for i, fut in futures:
+            try:
+                pixels, size = fut.result()
+            except (ImageDecodeError, StoreError) as exc:
+                batch.errors[i] = str(exc)
+                continue
+            except Exception as exc:  # one bad record must never fail the batch
+                batch.errors[i] = f"{type(exc).__name__}: {exc}"
+                continue
+            batch.ok_rows.append(i)
+            batch.sizes[i] = size
+            rows.append(pixels)
+        batch.pixels = np.stack(rows) if rows else None
+        return batch
+
+    def embed(self, batch: PreparedBatch) -> list[TransformResult]:
+        vectors = self.model.embed_pixels(batch.pixels) if batch.pixels is not None else None
+        row_of = {i: n for n, i in enumerate(batch.ok_rows)}
+        out: list[TransformResult] = []
+        for i, record in enumerate(batch.records):
+            if isinstance(record, TransformResult):
+                out.append(record)
+            elif i in batch.errors:
+                out.append(error_result(record, batch.errors[i]))
+            else:
+                assert vectors is not None
+                w, h = batch.sizes[i]
+                out.append(
+                    TransformResult(
+                        **record.model_dump(),
+                        clip=vectors[row_of[i]],
+                        model=self.model.name,
+                        width=w,
+                        height=h,
+                    )
+                )
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def parse_output_lines(body: bytes | str) -> list[TransformResult]:
+    """Read a `.out` file back; used by the loader and by tests."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    return [TransformResult.model_validate_json(ln) for ln in text.splitlines() if ln.strip()]
+
+
+def dumps_manifest(records: Sequence[ManifestRecord]) -> bytes:
+    return "".join(json.dumps(r.model_dump(mode="json", exclude_none=True)) + "\n" for r in records).encode()

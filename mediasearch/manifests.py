@@ -1,0 +1,64 @@
+"""Transform input manifests: which objects to embed, as JSON Lines in the store.
+
+A manifest's name is the hash of its lines, so the same pending work always lands in the same file:
+re-running finds its `.out` already there and nothing is embedded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from mediasearch.inference import dumps_manifest
+from mediasearch.records import ManifestRecord, MediaKind, stable_id
+from mediasearch.storage import ObjectStore
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_key(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1].lower()
+    return not name.startswith(".") and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+
+
+def scan_images(
+    store: ObjectStore, prefix: str = "", exclude_prefix: str | None = None
+) -> list[ManifestRecord]:
+    """One manifest record per image under `prefix`, skipping the work area."""
+    records = []
+    for obj in store.list(prefix):
+        if exclude_prefix and obj.key.startswith(exclude_prefix.rstrip("/") + "/"):
+            continue
+        if is_image_key(obj.key):
+            records.append(
+                ManifestRecord(
+                    id=stable_id(store.uri(obj.key)),
+                    uri=store.uri(obj.key),
+                    kind=MediaKind.IMAGE,
+                    fingerprint=obj.fingerprint,
+                )
+            )
+    return records
+
+
+def write_manifests(
+    store: ObjectStore,
+    prefix: str,
+    records: Sequence[ManifestRecord],
+    name: str = "images",
+    lines: int = 1000,
+) -> list[str]:
+    """Write `records` as manifests of at most `lines` lines under `prefix`; returns their keys."""
+    keys = []
+    for start in range(0, len(records), lines):
+        body = dumps_manifest(records[start : start + lines])
+        key = f"{prefix.rstrip('/')}/{name}-{hashlib.sha1(body).hexdigest()[:16]}.jsonl"
+        if not store.exists(key):
+            store.put(key, body, "application/jsonlines")
+        keys.append(key)
+    return keys
+
+
+def changed(records: Iterable[ManifestRecord], stored: dict[str, str | None]) -> list[ManifestRecord]:
+    """Records whose fingerprint differs from the indexed one (new or modified objects)."""
+    return [r for r in records if r.id not in stored or stored[r.id] != r.fingerprint]

@@ -1,0 +1,239 @@
+"""Query planning: encode the query, k-NN with filters, group scenes into videos, explain scores.
+
+Images are ranked by cosine similarity directly. Videos are ranked from their scenes: enough scene
+candidates are fetched for the requested number of videos, grouped by video and aggregated with a
+named function, and each video carries its matching scenes and an explanation of its score (the
+GNES idea: an aggregated score is only useful if you can see what it is made of). "More like this"
+for a video compares whole-video vectors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mediasearch.encoder import QueryEncoder
+from mediasearch.index.base import Hit, IndexFilter, VectorIndex
+from mediasearch.links import MediaLinks
+from mediasearch.records import (
+    Aggregation,
+    DocKind,
+    IndexDocument,
+    ResultKind,
+    SceneHit,
+    SearchFilters,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
+from mediasearch.storage import ObjectStore, StoreError
+
+
+class QueryError(ValueError):
+    """The caller's query cannot be answered as asked; `field` names the part at fault."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+# name -> function of a video's scene scores (best first). Add a line here to add an aggregation.
+AGGREGATIONS: dict[Aggregation, Callable[[Sequence[float]], float]] = {
+    Aggregation.MAX: lambda s: max(s),
+    Aggregation.MEAN: lambda s: float(np.mean(s)),
+    Aggregation.SUM: lambda s: float(np.sum(s)),
+    Aggregation.TOP3_MEAN: lambda s: float(np.mean(sorted(s, reverse=True)[:3])),
+}
+
+# Scene candidates fetched per requested video: videos have several scenes, and a few long videos
+# must not crowd out the rest.
+SCENES_PER_VIDEO = 8
+MAX_SCENES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class VideoScore:
+    video_id: str
+    score: float
+    scenes: list[Hit]
+    explanation: str
+
+
+def aggregate_scenes(hits: Sequence[Hit], aggregation: Aggregation, k: int) -> list[VideoScore]:
+    """Group scene hits by video, score each video, best first."""
+    groups: dict[str, list[Hit]] = defaultdict(list)
+    for hit in hits:
+        if hit.document.video_id is not None:
+            groups[hit.document.video_id].append(hit)
+    scored = []
+    for video_id, scene_hits in groups.items():
+        scene_hits.sort(key=lambda h: h.score, reverse=True)
+        scores = [h.score for h in scene_hits]
+        value = AGGREGATIONS[aggregation](scores)
+        shown = ", ".join(
+            f"scene {h.document.scene} ({h.document.t_start or 0:.1f}-{h.document.t_end or 0:.1f}s) {h.score:.3f}"
+            for h in scene_hits[:MAX_SCENES_SHOWN]
+        )
+        more = f" and {len(scene_hits) - MAX_SCENES_SHOWN} more" if len(scene_hits) > MAX_SCENES_SHOWN else ""
+        explanation = (
+            f"{aggregation.value} over {len(scene_hits)} matching scene(s) = {value:.3f}: {shown}{more}"
+        )
+        scored.append(VideoScore(video_id, value, scene_hits, explanation))
+    scored.sort(key=lambda v: v.score, reverse=True)
+    return scored[:k]
+
+
+def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFilter:
+    return IndexFilter(
+        kinds=kinds,
+        video_id=filters.video_id,
+        tags=tuple(filters.tags),
+        uri_prefix=filters.uri_prefix,
+        min_width=filters.min_width,
+        min_height=filters.min_height,
+    )
+
+
+class SearchService:
+    def __init__(
+        self, index: VectorIndex, encoder: QueryEncoder, store: ObjectStore | None, links: MediaLinks
+    ) -> None:
+        self.index = index
+        self.encoder = encoder
+        self.store = store
+        self.links = links
+
+    # -- query vectors ----------------------------------------------------------------------------
+
+    def query_vector(self, req: SearchRequest) -> tuple[np.ndarray, str | None]:
+        """The vector to search with, and the id of a video to leave out of its own neighbours."""
+        from mediasearch.inference import ImageDecodeError
+
+        if req.text is not None:
+            if not req.text.strip():
+                raise QueryError("text", "text is blank")
+            return self.encoder.encode_text(req.text), None
+        if req.video_id is not None:
+            doc = self.index.get(req.video_id)
+            if doc is None or doc.kind is not DocKind.VIDEO:
+                raise QueryError("video_id", f"no video with id {req.video_id!r}", status=404)
+            return doc.clip_vector, doc.id
+        if req.image is not None:
+            try:
+                data = base64.b64decode(req.image, validate=True)
+            except (binascii.Error, ValueError):
+                raise QueryError("image", "image is not valid base64") from None
+            field = "image"
+        else:
+            assert req.image_uri is not None
+            data = self.read_store_image(req.image_uri)
+            field = "image_uri"
+        try:
+            return self.encoder.encode_image(data), None
+        except ImageDecodeError as exc:
+            raise QueryError(field, f"{field}: {exc}") from None
+
+    def read_store_image(self, uri: str) -> bytes:
+        key = self.store.key_of(uri) if self.store is not None else None
+        if key is None:
+            root = self.store.root_uri if self.store is not None else "(no store configured)"
+            raise QueryError("image_uri", f"image_uri must be an object inside the store {root}")
+        assert self.store is not None
+        try:
+            return self.store.get(key)
+        except StoreError as exc:
+            raise QueryError("image_uri", str(exc), status=404) from None
+
+    # -- search -------------------------------------------------------------------------------------
+
+    def search(self, req: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        vector, exclude = self.query_vector(req)
+        results: list[SearchResult] = []
+        if ResultKind.IMAGE in req.kinds and req.video_id is None:
+            hits = self.index.knn(vector, req.k, index_filter(req.filters, (DocKind.IMAGE,)))
+            results.extend(self.image_result(h) for h in hits)
+        if ResultKind.VIDEO in req.kinds:
+            if exclude is not None:
+                results.extend(self.similar_videos(vector, req.k, req.filters, exclude))
+            else:
+                results.extend(self.video_results(vector, req))
+        results.sort(key=lambda r: r.score, reverse=True)
+        return SearchResponse(
+            results=results[: req.k], took_ms=round((time.perf_counter() - started) * 1000, 2)
+        )
+
+    def video_results(self, vector: np.ndarray, req: SearchRequest) -> list[SearchResult]:
+        candidates = min(req.k * SCENES_PER_VIDEO, 1000)
+        hits = self.index.knn(vector, candidates, index_filter(req.filters, (DocKind.SCENE,)))
+        videos = aggregate_scenes(hits, req.aggregation, req.k)
+        docs = {d.id: d for d in self.index.get_many(v.video_id for v in videos)}
+        return [self.video_result(docs[v.video_id], v) for v in videos if v.video_id in docs]
+
+    def similar_videos(
+        self, vector: np.ndarray, k: int, filters: SearchFilters, exclude_video_id: str
+    ) -> list[SearchResult]:
+        flt = replace(index_filter(filters, (DocKind.VIDEO,)), exclude_video_id=exclude_video_id)
+        hits = self.index.knn(vector, k, flt)
+        return [
+            self.video_result(
+                h.document, None, h.score, f"cosine similarity {h.score:.3f} of whole-video vectors"
+            )
+            for h in hits
+        ]
+
+    # -- result records -----------------------------------------------------------------------------
+
+    def image_result(self, hit: Hit) -> SearchResult:
+        doc = hit.document
+        return SearchResult(
+            id=doc.id,
+            kind=ResultKind.IMAGE,
+            score=hit.score,
+            uri=doc.uri,
+            url=self.links.url(doc.id, doc.uri),
+            thumbnail_url=self.links.url(doc.id, doc.thumbnail or doc.uri, "thumbnail"),
+            caption=doc.caption,
+            tags=doc.tags,
+            width=doc.width,
+            height=doc.height,
+            explanation=f"cosine similarity {hit.score:.3f} between the query and the image",
+        )
+
+    def video_result(
+        self, doc: IndexDocument, video: VideoScore | None, score: float | None = None, explanation: str = ""
+    ) -> SearchResult:
+        scenes = [
+            SceneHit(
+                id=h.document.id,
+                scene=h.document.scene or 0,
+                t_start=h.document.t_start or 0.0,
+                t_end=h.document.t_end or 0.0,
+                score=h.score,
+                thumbnail_url=self.links.url(h.document.id, h.document.thumbnail, "thumbnail"),
+            )
+            for h in (video.scenes[:MAX_SCENES_SHOWN] if video else [])
+        ]
+        return SearchResult(
+            id=doc.id,
+            kind=ResultKind.VIDEO,
+            score=video.score if video else float(score or 0.0),
+            uri=doc.uri,
+            url=self.links.url(doc.id, doc.uri),
+            thumbnail_url=self.links.url(doc.id, doc.thumbnail, "thumbnail"),
+            video_id=doc.id,
+            scenes=scenes,
+            caption=doc.caption,
+            tags=doc.tags,
+            width=doc.width,
+            height=doc.height,
+            duration=doc.duration,
+            explanation=video.explanation if video else explanation,
+        )
