@@ -77,6 +77,7 @@ class VideoSpec:
     crf: int = 23
     gop_s: float = 2.0  # keyframe interval: what seeking can jump to
     texture: bool = True  # a panned low-frequency texture, so frames are not flat colour
+    grain: float = 0.0  # per-frame noise (std, grey levels): makes the bitrate, and decode cost, realistic
 
 
 @dataclass
@@ -131,7 +132,14 @@ def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.clip(big * 8.0, -12, 12).astype(np.int16)
 
 
-def _draw(scene: SceneSpec, width: int, height: int, u: float, tex: np.ndarray | None) -> np.ndarray:
+def _draw(
+    scene: SceneSpec,
+    width: int,
+    height: int,
+    u: float,
+    tex: np.ndarray | None,
+    grain: np.ndarray | None = None,
+) -> np.ndarray:
     """Frame at fraction `u` (0..1) through the scene, RGB uint8."""
     bg = np.array(COLOURS[scene.background], dtype=np.int16)
     if tex is not None:
@@ -154,6 +162,8 @@ def _draw(scene: SceneSpec, width: int, height: int, u: float, tex: np.ndarray |
     else:
         pts = np.array([[cx, cy - half], [cx - half, cy + half], [cx + half, cy + half]], dtype=np.int32)
         cv2.fillPoly(img, [pts], colour, lineType=cv2.LINE_AA)
+    if grain is not None:
+        img = np.clip(img.astype(np.int16) + grain, 0, 255).astype(np.uint8)
     return img
 
 
@@ -201,7 +211,17 @@ def render_video(spec: VideoSpec, seed: int = 0) -> tuple[bytes, VideoTruth]:
         _texture(rng, spec.width, spec.height) if spec.texture and spec.codec != "gif" else None
         for _ in spec.scenes
     ]
-    frames = (_draw(spec.scenes[si], spec.width, spec.height, u, textures[si]) for si, _t, u in plan)
+    # A small pool of noise frames in a seeded order: grain without a random draw per pixel per frame.
+    pool = (
+        [rng.normal(0, spec.grain, (spec.height, spec.width, 1)).astype(np.int16) for _ in range(6)]
+        if spec.grain > 0
+        else []
+    )
+    order = rng.integers(0, max(1, len(pool)), size=len(plan))
+    frames = (
+        _draw(spec.scenes[si], spec.width, spec.height, u, textures[si], pool[order[i]] if pool else None)
+        for i, (si, _t, u) in enumerate(plan)
+    )
     if spec.codec == "gif":
         return _encode_gif(frames, [t for _, t, _ in plan], truth.duration), truth
     return _encode_av(spec, frames, [t for _, t, _ in plan]), truth
@@ -392,7 +412,7 @@ def benchmark_spec(key: str, width: int, height: int, duration_s: float = 24.0, 
         lengths.append(d)
         total += d
         i += 1
-    return VideoSpec(key, width, height, fps, scenes_cycle(lengths), crf=23, gop_s=2.0)
+    return VideoSpec(key, width, height, fps, scenes_cycle(lengths), crf=23, gop_s=2.0, grain=3.0)
 
 
 # Failure cases for tests: each is something a real bucket holds sooner or later.
