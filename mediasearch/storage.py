@@ -208,7 +208,12 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, int(head["ContentLength"]), head["ETag"].strip('"'))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        full_prefix = self._full(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        # A listing prefix may end in '/' or stop mid-name, so it is joined, not validated as a key.
+        full_prefix = (
+            "/".join(p for p in (self.prefix, prefix) if p)
+            if prefix
+            else (self.prefix + "/" if self.prefix else "")
+        )
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):

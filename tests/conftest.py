@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny random models saved to disk, a moto S3 server over HTTP, stores and indexes."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mediasearch.models.clip import ClipModel
+from mediasearch.models.random_init import build_random_clip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP saved like a hub checkpoint: loading it runs the real from_pretrained path."""
+    return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", size="tiny")
+
+
+@pytest.fixture(scope="session")
+def clip_model(tiny_clip_dir: Path) -> ClipModel:
+    return ClipModel(str(tiny_clip_dir), device="cpu", batch_size=8).load()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 + SageMaker API on a free local port, reached over HTTP like LocalStack or AWS."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, request: pytest.FixtureRequest) -> str:
+    import hashlib
+
+    import boto3
+
+    name = "ms-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "PNG") -> bytes:
+    """A small image with a colour pattern, so different colours give different embeddings."""
+    rng = np.random.default_rng(sum(colour))
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[:] = colour
+    arr[: size[1] // 2, : size[0] // 2] = rng.integers(0, 255, 3)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+COLOURS = {
+    "red": (220, 20, 30),
+    "green": (20, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 20),
+    "black": (5, 5, 5),
+    "white": (250, 250, 250),
+}

@@ -1,0 +1,184 @@
+"""One contract for every index backend.
+
+LanceDB runs always; OpenSearch runs against a real cluster when OPENSEARCH_URL is set (for example
+the docker compose stack: OPENSEARCH_URL=http://localhost:9200 pytest tests/test_index_contract.py).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from mediasearch.index.base import IndexError_, IndexFilter, IndexSpec, VectorField, VectorIndex
+from mediasearch.records import DocKind, IndexDocument
+
+DIM = 8
+CAP_DIM = 4
+
+
+@pytest.fixture(params=["lancedb", "opensearch"])
+def index(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
+    collection = f"contract-{uuid.uuid4().hex[:10]}"
+    if request.param == "lancedb":
+        from mediasearch.index.lancedb import LanceDBIndex
+
+        idx: VectorIndex = LanceDBIndex(str(tmp_path / "lancedb"), collection)
+    else:
+        url = os.environ.get("OPENSEARCH_URL")
+        if not url:
+            pytest.skip("OPENSEARCH_URL is not set: no OpenSearch cluster to test against")
+        from mediasearch.config import Settings
+        from mediasearch.index.opensearch import OpenSearchIndex
+
+        idx = OpenSearchIndex.from_settings(Settings(opensearch_url=url, collection=collection))
+    yield idx
+    if request.param == "opensearch":
+        idx.client.indices.delete(index=collection, ignore_unavailable=True)  # type: ignore[attr-defined]
+    idx.close()
+
+
+def unit(seed: int, dim: int = DIM) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def doc(i: int, kind: DocKind = DocKind.IMAGE, **kw: object) -> IndexDocument:
+    fields: dict[str, object] = {
+        "id": f"d{i}",
+        "kind": kind,
+        "uri": f"s3://bucket/{'a' if i % 2 else 'b'}/{i}.png",
+        "clip_vector": unit(i),
+        "width": 100 * (i + 1),
+        "height": 50,
+        "fingerprint": f"fp{i}",
+    }
+    fields.update(kw)
+    return IndexDocument(**fields)
+
+
+@pytest.fixture
+def filled(index: VectorIndex) -> VectorIndex:
+    index.create(IndexSpec(clip_dim=DIM, caption_dim=CAP_DIM))
+    docs = [doc(i) for i in range(6)]
+    docs += [
+        doc(
+            10 + s,
+            DocKind.SCENE,
+            video_id="v1",
+            scene=s,
+            t_start=2.0 * s,
+            t_end=2.0 * s + 2,
+            tags=["dog", "park"],
+        )
+        for s in range(3)
+    ]
+    docs += [doc(20 + s, DocKind.SCENE, video_id="v2", scene=s, tags=["dog"]) for s in range(2)]
+    docs += [doc(30, DocKind.VIDEO, video_id="v1", duration=6.0), doc(31, DocKind.VIDEO, video_id="v2")]
+    docs[0] = doc(0, caption="a red circle", caption_vector=unit(100, CAP_DIM))
+    docs[1] = doc(1, caption="a blue square", caption_vector=unit(101, CAP_DIM))
+    assert index.upsert(docs) == len(docs)
+    return index
+
+
+def test_create_is_idempotent_and_checks_dimensions(index: VectorIndex) -> None:
+    assert not index.exists()
+    index.create(IndexSpec(clip_dim=DIM, caption_dim=CAP_DIM))
+    index.create(IndexSpec(clip_dim=DIM, caption_dim=CAP_DIM))
+    assert index.exists() and index.count() == 0
+    with pytest.raises(IndexError_):
+        index.create(IndexSpec(clip_dim=DIM * 2, caption_dim=CAP_DIM))
+
+
+def test_reads_on_a_missing_collection_are_empty(index: VectorIndex) -> None:
+    assert index.count() == 0
+    assert index.get("x") is None
+    assert index.fingerprints(["x"]) == {}
+    assert index.knn(unit(0), 3) == []
+
+
+def test_upsert_is_idempotent(filled: VectorIndex) -> None:
+    n = filled.count()
+    assert filled.upsert([doc(i) for i in range(6)]) == 6
+    assert filled.count() == n
+    changed = doc(3, fingerprint="new", clip_vector=unit(99))
+    filled.upsert([changed])
+    got = filled.get("d3")
+    assert got is not None and got.fingerprint == "new"
+    np.testing.assert_allclose(got.clip_vector, unit(99), atol=1e-6)
+    assert filled.count() == n
+
+
+def test_knn_returns_cosine_similarities_best_first(filled: VectorIndex) -> None:
+    query = unit(2)
+    hits = filled.knn(query, 4, IndexFilter(kinds=(DocKind.IMAGE,)))
+    assert [h.document.id for h in hits][0] == "d2"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    exact = sorted(((float(unit(i) @ query), f"d{i}") for i in range(6)), reverse=True)[:4]
+    assert [h.document.id for h in hits] == [i for _, i in exact]
+    for hit, (score, _) in zip(hits, exact, strict=True):
+        assert hit.score == pytest.approx(score, abs=1e-3)
+        assert -1.0 <= hit.score <= 1.0
+    # An opposite vector scores close to -1, not clipped to 0.
+    far = filled.knn(-unit(4), 1, IndexFilter(kinds=(DocKind.IMAGE,)))
+    assert far[0].document.id != "d4"
+    assert filled.knn(-unit(4), 6, IndexFilter(kinds=(DocKind.IMAGE,)))[-1].score == pytest.approx(
+        -1.0, abs=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (IndexFilter(kinds=(DocKind.SCENE,)), {"d10", "d11", "d12", "d20", "d21"}),
+        (IndexFilter(kinds=(DocKind.SCENE,), video_id="v1"), {"d10", "d11", "d12"}),
+        (IndexFilter(kinds=(DocKind.SCENE,), tags=("dog", "park")), {"d10", "d11", "d12"}),
+        (IndexFilter(kinds=(DocKind.VIDEO,), exclude_video_id="v1"), {"d31"}),
+        (IndexFilter(kinds=(DocKind.IMAGE,), uri_prefix="s3://bucket/a/"), {"d1", "d3", "d5"}),
+        (IndexFilter(kinds=(DocKind.IMAGE,), min_width=400), {"d3", "d4", "d5"}),
+        (IndexFilter(kinds=(DocKind.IMAGE, DocKind.VIDEO), min_width=3000), {"d30", "d31"}),
+    ],
+)
+def test_filters_apply_before_ranking(filled: VectorIndex, flt: IndexFilter, expected: set[str]) -> None:
+    hits = filled.knn(unit(0), 20, flt)
+    assert {h.document.id for h in hits} == expected
+    assert filled.count(flt) == len(expected)
+
+
+def test_filter_values_cannot_inject(filled: VectorIndex) -> None:
+    hits = filled.knn(unit(0), 20, IndexFilter(video_id="v1' OR '1'='1"))
+    assert hits == []
+
+
+def test_caption_vectors_search_only_captioned_documents(filled: VectorIndex) -> None:
+    hits = filled.knn(unit(101, CAP_DIM), 5, None, field=VectorField.CAPTION)
+    assert [h.document.id for h in hits] == ["d1", "d0"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_get_many_fingerprints_and_fields_round_trip(filled: VectorIndex) -> None:
+    docs = filled.get_many(["d11", "missing", "d0"])
+    assert [d.id for d in docs] == ["d11", "d0"]
+    scene = docs[0]
+    assert (scene.kind, scene.video_id, scene.scene, scene.t_start, scene.t_end) == (
+        DocKind.SCENE,
+        "v1",
+        1,
+        2.0,
+        4.0,
+    )
+    assert scene.tags == ["dog", "park"]
+    assert docs[1].caption == "a red circle"
+    assert filled.fingerprints(["d1", "d2", "nope"]) == {"d1": "fp1", "d2": "fp2"}
+
+
+def test_delete_and_delete_where(filled: VectorIndex) -> None:
+    n = filled.count()
+    assert filled.delete(["d0", "d1", "missing"]) == 2
+    assert filled.count() == n - 2
+    assert filled.delete_where(IndexFilter(kinds=(DocKind.SCENE,), video_id="v1")) == 3
+    assert filled.count(IndexFilter(kinds=(DocKind.SCENE,))) == 2
+    assert filled.get("d20") is not None
