@@ -115,7 +115,7 @@ def test_upsert_is_idempotent(filled: VectorIndex) -> None:
 def test_knn_returns_cosine_similarities_best_first(filled: VectorIndex) -> None:
     query = unit(2)
     hits = filled.knn(query, 4, IndexFilter(kinds=(DocKind.IMAGE,)))
-    assert [h.document.id for h in hits][0] == "d2"
+    assert hits[0].document.id == "d2"
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
     exact = sorted(((float(unit(i) @ query), f"d{i}") for i in range(6)), reverse=True)[:4]
     assert [h.document.id for h in hits] == [i for _, i in exact]

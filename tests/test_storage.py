@@ -49,7 +49,7 @@ def test_fingerprint_changes_with_content(store: ObjectStore) -> None:
 
 
 def test_missing_object_names_the_uri(store: ObjectStore) -> None:
-    with pytest.raises(ObjectNotFound, match="nope.png does not exist"):
+    with pytest.raises(ObjectNotFound, match=r"nope\.png does not exist"):
         store.get("nope.png")
 
 
