@@ -155,7 +155,8 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
     try:
         container = av.open(str(p), mode="r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoError(f"{p} is not a readable video: {exc}") from None
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise VideoError(f"{p} is not a readable video ({reason})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{p} has no video stream")
@@ -178,7 +179,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         duration: float | None = None
         if stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)
-        elif container.duration:
+        elif container.duration and not container.streams.audio:
+            # With an audio track the container's duration may be the audio's, not the video's.
             duration = container.duration / av.time_base
         ctx = stream.codec_context
         if not ctx.width or not ctx.height:
@@ -448,6 +450,22 @@ def scene_strip(images: Sequence[Image.Image], height: int, max_tiles: int) -> I
     return strip
 
 
+def check_complete(path: str | os.PathLike[str], info: VideoInfo, det: Detection) -> None:
+    """Raise VideoError when the frames stop well before the duration the container declares.
+
+    A truncated mp4 loses its index and fails to open, but a truncated Matroska/WebM file still
+    plays its first part; indexing that part as the whole video would be silently wrong.
+    """
+    if info.duration is None or info.duration <= 0:
+        return
+    slack = max(0.25, 0.05 * info.duration, 2.0 / (info.fps or 25.0))
+    if det.duration < info.duration - slack:
+        raise VideoError(
+            f"{path} is truncated: the container declares {info.duration:.2f} s "
+            f"but its frames stop at {det.duration:.2f} s"
+        )
+
+
 class VideoPreprocessor:
     """Turns one video file into scenes, sampled frames (JPEG), thumbnails and a strip."""
 
@@ -460,6 +478,7 @@ class VideoPreprocessor:
         timings = Timings()
         info = probe(path)
         det = detect_scenes(path, opts, timings)
+        check_complete(path, info, det)
         ranges = scene_ranges(det.cuts, det.frame_times, det.duration, opts.max_scene_s)
 
         picks: list[list[int]] = []

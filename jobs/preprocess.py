@@ -1,0 +1,66 @@
+"""Batch job: preprocess every video under a prefix (scenes, frames, thumbnails, manifests).
+
+    python jobs/preprocess.py --store s3://bucket/media --prefix videos/
+
+Prints the run summary as JSON on stdout; progress goes to stderr. Exits 1 when any video failed,
+after processing all the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mediasearch.config import get_settings
+from mediasearch.preprocess import PreprocessJob
+from mediasearch.storage import open_store
+from mediasearch.video import VideoOptions
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = get_settings()
+    defaults = VideoOptions()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", default=settings.store, help="folder, file:// or s3://bucket/prefix")
+    p.add_argument("--prefix", default="", help="only videos under this key prefix")
+    p.add_argument("--work-prefix", default=settings.work_prefix, help="where artefacts and manifests go")
+    p.add_argument("--threshold", type=float, default=defaults.threshold, help="ContentDetector threshold")
+    p.add_argument("--frames-per-scene", type=int, default=defaults.frames_per_scene)
+    p.add_argument("--max-scene-s", type=float, default=defaults.max_scene_s)
+    p.add_argument("--min-scene-s", type=float, default=defaults.min_scene_s)
+    p.add_argument("--frame-max-side", type=int, default=defaults.frame_max_side)
+    p.add_argument("--thumb-width", type=int, default=defaults.thumb_width)
+    p.add_argument("--workers", type=int, default=1, help="videos processed at once")
+    p.add_argument("--force", action="store_true", help="redo videos whose sidecar is current")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    try:
+        options = VideoOptions(
+            threshold=args.threshold,
+            frames_per_scene=args.frames_per_scene,
+            max_scene_s=args.max_scene_s,
+            min_scene_s=args.min_scene_s,
+            frame_max_side=args.frame_max_side,
+            thumb_width=args.thumb_width,
+        )
+        job = PreprocessJob(
+            open_store(args.store),
+            prefix=args.prefix,
+            work_prefix=args.work_prefix,
+            options=options,
+            workers=args.workers,
+            manifest_lines=settings.manifest_lines,
+            force=args.force,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:  # pydantic's ValidationError is one; the message names the field
+        p.error(str(exc))
+    summary = job.run()
+    print(summary.model_dump_json(indent=2))
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

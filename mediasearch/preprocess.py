@@ -1,0 +1,364 @@
+"""The video preprocess job: every video under a prefix -> scenes, frames, thumbnails, sidecar, manifests.
+
+Layout inside the store (`wp` = the work prefix, `vid` = `stable_id(store.uri(video key))`):
+
+    wp/frames/<vid>/s<scene>_<ms>.jpg      sampled frames (what the transform embeds)
+    wp/thumbs/<vid>/s<scene>.jpg           one keyframe thumbnail per scene
+    wp/strips/<vid>.jpg                    the scene thumbnails side by side
+    wp/videos/<vid>.json                   VideoRecord sidecar: what the loader reads
+    wp/manifests/frames-<vid>-<fp>.jsonl   ManifestRecord lines (kind=frame) for the transform
+
+`<fp>` hashes the source's fingerprint, so a changed video gets a new manifest name (the transform
+skips a manifest whose `.out` exists, and must not skip new content) while an unchanged one keeps
+its name. Manifests longer than `manifest_lines` continue in `frames-<vid>-<fp>-p<n>.jsonl`.
+
+Resumable and idempotent: the sidecar is written last, as the commit mark of a video. A video whose
+sidecar carries the source's current fingerprint (and no error) is skipped; everything else is
+(re)done, writing the same keys again. Artefacts of an older version of a video (frames, thumbnails,
+manifests and their `.out`) are deleted before its new sidecar is written, so nothing stale remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+from tqdm import tqdm
+
+from mediasearch.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
+from mediasearch.storage import LocalStore, ObjectInfo, ObjectStore
+from mediasearch.video import (
+    ProcessedVideo,
+    Timings,
+    VideoError,
+    VideoOptions,
+    VideoPreprocessor,
+    is_video_key,
+)
+
+MANIFEST_CONTENT_TYPE = "application/jsonlines"
+
+
+class PreprocessSummary(BaseModel):
+    """What a run did. `manifests` lists the frame manifests of every good video seen, skipped ones too,
+    so the transform can be pointed at exactly this run's inputs."""
+
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds_of_video: float = Field(0.0, description="duration of the videos processed in this run")
+    wall_s: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict, description="video key -> error message")
+    manifests: list[str] = Field(default_factory=list)
+    sidecars: list[str] = Field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.seconds_of_video / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class _Outcome:
+    key: str
+    status: str  # processed | skipped | failed
+    record: VideoRecord
+    manifests: list[str] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+
+def _fp_hash(fingerprint: str | None) -> str:
+    return hashlib.sha1((fingerprint or "").encode("utf-8")).hexdigest()[:10]
+
+
+def _ms(t: float) -> int:
+    return round(t * 1000)
+
+
+class WorkLayout:
+    """Where each artefact of a video lives, in one place so the loader and tests agree with the job."""
+
+    def __init__(self, work_prefix: str) -> None:
+        self.root = work_prefix.strip("/")
+        if not self.root:
+            raise ValueError("work_prefix must not be empty: artefacts would mix with the sources")
+
+    def frames_dir(self, vid: str) -> str:
+        return f"{self.root}/frames/{vid}/"
+
+    def frame(self, vid: str, scene: int, t: float) -> str:
+        return f"{self.root}/frames/{vid}/s{scene}_{_ms(t)}.jpg"
+
+    def thumbs_dir(self, vid: str) -> str:
+        return f"{self.root}/thumbs/{vid}/"
+
+    def thumb(self, vid: str, scene: int) -> str:
+        return f"{self.root}/thumbs/{vid}/s{scene}.jpg"
+
+    def strip(self, vid: str) -> str:
+        return f"{self.root}/strips/{vid}.jpg"
+
+    def sidecar(self, vid: str) -> str:
+        return f"{self.root}/videos/{vid}.json"
+
+    def manifests_of(self, vid: str) -> str:
+        """Prefix of every manifest this video ever had (any fingerprint)."""
+        return f"{self.root}/manifests/frames-{vid}-"
+
+    def manifest(self, vid: str, fingerprint: str | None, part: int = 0) -> str:
+        suffix = f"-p{part}" if part else ""
+        return f"{self.root}/manifests/frames-{vid}-{_fp_hash(fingerprint)}{suffix}.jsonl"
+
+
+def list_videos(store: ObjectStore, prefix: str = "", work_prefix: str | None = None) -> list[ObjectInfo]:
+    """Videos under `prefix` by extension, never the job's own work area."""
+    skip = work_prefix.strip("/") + "/" if work_prefix else None
+    return [
+        o
+        for o in store.list(prefix)
+        if is_video_key(o.key)
+        and not (skip and o.key.startswith(skip))
+        and not Path(o.key).name.startswith(".")
+    ]
+
+
+@contextmanager
+def local_copy(store: ObjectStore, key: str) -> Iterator[str]:
+    """A local path for `key`: the file itself in a LocalStore, else a temporary download.
+
+    FFmpeg seeks in the file, which it cannot do through a streaming S3 body.
+    """
+    if isinstance(store, LocalStore):
+        yield str(store.path(key))
+        return
+    fd, tmp = tempfile.mkstemp(suffix=Path(key).suffix.lower(), prefix="mediasearch-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(store.get(key))
+        yield tmp
+    finally:
+        os.unlink(tmp)
+
+
+def _dumps_lines(records: Sequence[ManifestRecord]) -> bytes:
+    # Same serialisation as the transform's own manifests (exclude_none keeps lines short).
+    return "".join(json.dumps(r.model_dump(mode="json", exclude_none=True)) + "\n" for r in records).encode()
+
+
+class PreprocessJob:
+    """Runs `VideoPreprocessor` over every video under a prefix of a store; see the module docstring."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str = "",
+        work_prefix: str = "_mediasearch",
+        options: VideoOptions | None = None,
+        workers: int = 1,
+        manifest_lines: int = 1000,
+        retry_failed: bool = True,
+        force: bool = False,
+        progress: bool = True,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if manifest_lines < 1:
+            raise ValueError(f"manifest_lines must be >= 1, got {manifest_lines}")
+        self.store = store
+        self.prefix = prefix
+        self.layout = WorkLayout(work_prefix)
+        self.options = options or VideoOptions()
+        self.workers = workers
+        self.manifest_lines = manifest_lines
+        self.retry_failed = retry_failed
+        # Options are not part of the fingerprint: after changing them, force a rerun.
+        self.force = force
+        self.progress = progress
+        self._preprocessor = VideoPreprocessor(self.options)
+
+    def run(self, videos: Sequence[ObjectInfo] | None = None) -> PreprocessSummary:
+        started = time.perf_counter()
+        videos = list(list_videos(self.store, self.prefix, self.layout.root) if videos is None else videos)
+        summary = PreprocessSummary()
+        timings = Timings()
+        lock = threading.Lock()
+        bar = tqdm(
+            total=len(videos), desc="preprocess", unit="video", disable=not self.progress, file=sys.stderr
+        )
+
+        def one(info: ObjectInfo) -> None:
+            outcome = self.process_video(info)
+            with lock:
+                if outcome.status == "processed":
+                    summary.processed += 1
+                    summary.seconds_of_video += outcome.record.duration or 0.0
+                elif outcome.status == "skipped":
+                    summary.skipped += 1
+                else:
+                    summary.failed += 1
+                    summary.errors[outcome.key] = outcome.record.error or "unknown error"
+                summary.manifests.extend(outcome.manifests)
+                summary.sidecars.append(self.layout.sidecar(outcome.record.video_id))
+                timings.add(outcome.timings)
+                bar.set_postfix_str(f"failed={summary.failed}", refresh=False)
+                bar.update(1)
+
+        try:
+            if self.workers == 1:
+                for info in videos:
+                    one(info)
+            else:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="preprocess") as pool:
+                    list(pool.map(one, videos))
+        finally:
+            bar.close()
+        summary.manifests.sort()
+        summary.sidecars.sort()
+        summary.seconds_of_video = round(summary.seconds_of_video, 3)
+        summary.timings = timings.as_dict()
+        summary.wall_s = round(time.perf_counter() - started, 4)
+        return summary
+
+    # --- one video -------------------------------------------------------------------------------
+
+    def video_id(self, key: str) -> str:
+        return stable_id(self.store.uri(key))
+
+    def read_sidecar(self, vid: str) -> VideoRecord | None:
+        try:
+            return VideoRecord.model_validate_json(self.store.get(self.layout.sidecar(vid)))
+        except (KeyError, ValidationError, ValueError):
+            # Missing, or half-understood: either way the video is done again.
+            return None
+
+    def process_video(self, info: ObjectInfo) -> _Outcome:
+        """Process one video, or skip it when its sidecar is current. Never raises for a bad video."""
+        key = info.key
+        vid = self.video_id(key)
+        old = self.read_sidecar(vid)
+        current_sidecar = old is not None and old.fingerprint == info.fingerprint and not self.force
+        if old is not None and current_sidecar and (old.error is None or not self.retry_failed):
+            current = self._manifest_keys(vid, info.fingerprint) if old.error is None else []
+            if old.error is not None or current:
+                return _Outcome(key, "skipped", old, current)
+            # The sidecar says done but its manifests are gone (deleted by hand?): do it again.
+        uri = self.store.uri(key)
+        try:
+            with local_copy(self.store, key) as path:
+                try:
+                    video = self._preprocessor.process(path)
+                except VideoError as exc:
+                    # Name the video as the user knows it, not by a temporary download's path.
+                    return self._fail(info, vid, str(exc).replace(path, uri))
+            return self._write(info, vid, video)
+        except Exception as exc:  # one bad video (or a store hiccup) must not stop the job
+            return self._fail(info, vid, f"{uri}: {type(exc).__name__}: {exc}")
+
+    def _manifest_keys(self, vid: str, fingerprint: str | None) -> list[str]:
+        first = self.layout.manifest(vid, fingerprint)
+        stem = first[: -len(".jsonl")]
+        return sorted(
+            o.key
+            for o in self.store.list(stem)
+            if o.key.endswith(".jsonl") and (o.key == first or o.key.startswith(stem + "-p"))
+        )
+
+    def _write(self, info: ObjectInfo, vid: str, video: ProcessedVideo) -> _Outcome:
+        store, layout = self.store, self.layout
+        t0 = time.perf_counter()
+        frame_records: list[ManifestRecord] = []
+        scenes: list[SceneSpan] = []
+        keep: set[str] = set()
+        for scene in video.scenes:
+            for frame in scene.frames:
+                fkey = layout.frame(vid, scene.index, frame.t)
+                store.put(fkey, frame.jpeg, "image/jpeg")
+                keep.add(fkey)
+                uri = store.uri(fkey)
+                frame_records.append(
+                    ManifestRecord(
+                        id=stable_id(uri),
+                        uri=uri,
+                        kind=MediaKind.FRAME,
+                        video_id=vid,
+                        scene=scene.index,
+                        t=frame.t,
+                        fingerprint=info.fingerprint,
+                    )
+                )
+            tkey = layout.thumb(vid, scene.index)
+            store.put(tkey, scene.thumbnail, "image/jpeg")
+            keep.add(tkey)
+            scenes.append(
+                SceneSpan(
+                    scene=scene.index,
+                    t_start=scene.t_start,
+                    t_end=scene.t_end,
+                    thumbnail=store.uri(tkey),
+                    frames=[f.t for f in scene.frames],
+                )
+            )
+        skey = layout.strip(vid)
+        store.put(skey, video.strip, "image/jpeg")
+
+        manifests: list[str] = []
+        for part, start in enumerate(range(0, len(frame_records), self.manifest_lines)):
+            mkey = layout.manifest(vid, info.fingerprint, part)
+            store.put(
+                mkey, _dumps_lines(frame_records[start : start + self.manifest_lines]), MANIFEST_CONTENT_TYPE
+            )
+            manifests.append(mkey)
+        self._delete_stale(vid, keep | set(manifests))
+
+        record = VideoRecord(
+            video_id=vid,
+            uri=store.uri(info.key),
+            fingerprint=info.fingerprint,
+            duration=video.duration,
+            fps=video.fps,
+            width=video.width,
+            height=video.height,
+            scenes=scenes,
+            strip=store.uri(skey),
+        )
+        store.put(layout.sidecar(vid), record.model_dump_json(indent=1).encode(), "application/json")
+        video.timings.write += time.perf_counter() - t0
+        return _Outcome(info.key, "processed", record, manifests, video.timings)
+
+    def _fail(self, info: ObjectInfo, vid: str, message: str) -> _Outcome:
+        record = VideoRecord(
+            video_id=vid, uri=self.store.uri(info.key), fingerprint=info.fingerprint, error=message
+        )
+        try:
+            self._delete_stale(vid, set())
+            if self.store.exists(self.layout.strip(vid)):
+                self.store.delete(self.layout.strip(vid))
+            self.store.put(
+                self.layout.sidecar(vid), record.model_dump_json(indent=1).encode(), "application/json"
+            )
+        except Exception as exc:  # the store itself failing: report it, keep going
+            record.error = f"{message}; and the error record could not be written: {exc}"
+        return _Outcome(info.key, "failed", record)
+
+    def _delete_stale(self, vid: str, keep: set[str]) -> None:
+        """Remove this video's artefacts from earlier versions: frames, thumbnails, manifests and their `.out`."""
+        layout = self.layout
+        prefixes = (layout.frames_dir(vid), layout.thumbs_dir(vid), layout.manifests_of(vid))
+        for prefix in prefixes:
+            for obj in list(self.store.list(prefix)):
+                if obj.key in keep:
+                    continue
+                if obj.key.endswith(".jsonl.out") and obj.key[: -len(".out")] in keep:
+                    continue  # the transform's output of a manifest we just rewrote unchanged
+                self.store.delete(obj.key)
