@@ -248,7 +248,12 @@ def _cached_client(endpoint: str | None, region: str | None):
             "s3",
             endpoint_url=endpoint,
             region_name=region,
-            config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "standard"}),
+            # SigV4 presigned URLs: SigV2 is refused by newer regions and by KMS-encrypted objects.
+            config=Config(
+                signature_version="s3v4",
+                max_pool_connections=32,
+                retries={"max_attempts": 5, "mode": "standard"},
+            ),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from PIL import Image
 
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
+
+# moto's werkzeug server logs every request at INFO; a failing test's report should show ours.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def free_port() -> int:
