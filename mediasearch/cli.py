@@ -251,5 +251,9 @@ def random_model(
     typer.echo(json.dumps({"model": str(path), "size": size}))
 
 
+from mediasearch.aws.cli import aws_app  # noqa: E402
+
+app.add_typer(aws_app, name="aws")
+
 if __name__ == "__main__":
     app()

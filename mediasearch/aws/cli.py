@@ -1,0 +1,339 @@
+"""`mediasearch aws ...`: package the model, deploy the stack, run SageMaker batch transform, load, status.
+
+Where a value lives in the CloudFormation stack (bucket, roles, OpenSearch URL), `--stack NAME` reads
+it from the stack outputs; explicit options win, so every command also works without a stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mediasearch.aws import sagemaker as sm
+from mediasearch.config import IndexBackend, Settings, get_settings
+
+aws_app = typer.Typer(
+    help="Deploy to AWS and run the batch pipeline on SageMaker (see docs/deploy.md).",
+    no_args_is_help=True,
+)
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
+NO_UPDATES = "No updates are to be performed"
+
+StackOpt = Annotated[
+    str | None, typer.Option(envvar="MEDIASEARCH_STACK", help="CloudFormation stack to read outputs from")
+]
+
+
+def region() -> str:
+    import boto3
+
+    return os.environ.get("AWS_REGION") or boto3.session.Session().region_name or "us-east-1"
+
+
+def _client(service: str):  # boto3 client; boto3 itself honours AWS_ENDPOINT_URL(_<SERVICE>)
+    import boto3
+
+    return boto3.client(service, region_name=region())
+
+
+def stack_outputs(stack: str | None) -> dict[str, str]:
+    if not stack:
+        return {}
+    described = _client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+def _need(value: str | None, outputs: dict[str, str], key: str, option: str) -> str:
+    found = value or outputs.get(key)
+    if not found:
+        raise typer.BadParameter(
+            f"give {option} or --stack with a stack that outputs {key}", param_hint=option
+        )
+    return found
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _index_settings(settings: Settings, outputs: dict[str, str]) -> Settings:
+    """Point the index at the stack's OpenSearch domain (SigV4) when a stack is given."""
+    if "OpenSearchUrl" not in outputs:
+        return settings
+    return settings.model_copy(
+        update={
+            "index_backend": IndexBackend.OPENSEARCH,
+            "opensearch_url": outputs["OpenSearchUrl"],
+            "opensearch_aws_region": region(),
+        }
+    )
+
+
+def _s3_source(source: str):  # -> S3Store
+    from mediasearch.storage import S3Store, open_store
+
+    store = open_store(source)
+    if not isinstance(store, S3Store):
+        raise typer.BadParameter("SageMaker reads from S3: give s3://bucket/prefix", param_hint="SOURCE")
+    return store
+
+
+@aws_app.command()
+def package(
+    model: Annotated[
+        str | None, typer.Option(help="hub id or saved-model folder (default: MEDIASEARCH_CLIP_MODEL)")
+    ] = None,
+    bucket: Annotated[str | None, typer.Option(help="S3 bucket for the artefact")] = None,
+    prefix: Annotated[str, typer.Option(help="key prefix; the archive digest is appended")] = "models/clip",
+    handler_dir: Annotated[
+        Path | None, typer.Option(help="handler folder (inference.py + requirements.txt)")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option(help="where model.tar.gz is written")] = Path("build/model-clip"),
+    stack: StackOpt = None,
+) -> None:
+    """Build model.tar.gz (weights + code/inference.py + mediasearch + requirements) and upload it."""
+    from mediasearch.aws.packaging import PackagingError, package_model
+    from mediasearch.storage import s3_client
+
+    outputs = stack_outputs(stack)
+    target = _need(bucket, outputs, "BucketName", "--bucket")
+    try:
+        archive, uri = package_model(
+            model or get_settings().clip_model, target, prefix, s3_client(), out_dir, handler_dir
+        )
+    except PackagingError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    _echo_json({"model_data": uri, "sha256": archive.sha256, "archive": str(archive.path)})
+
+
+def _stack_parameters(
+    cf: Any, stack: str, given: dict[str, str], template_body: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """Parameters for create/update: given values, else the stack's previous ones on update."""
+    try:
+        current = cf.describe_stacks(StackName=stack)["Stacks"][0]
+    except Exception as exc:
+        if "does not exist" not in str(exc):
+            raise
+        current = None
+    if current is not None and current["StackStatus"] == "ROLLBACK_COMPLETE":
+        # A stack whose first create failed cannot be updated; it must be deleted and created again.
+        raise typer.BadParameter(f"stack {stack} is ROLLBACK_COMPLETE: delete it, then deploy again")
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(given.items())]
+    if current is not None:
+        known = {p["ParameterKey"] for p in cf.get_template_summary(TemplateBody=template_body)["Parameters"]}
+        previous = {p["ParameterKey"] for p in current.get("Parameters", [])}
+        params += [
+            {"ParameterKey": k, "UsePreviousValue": True} for k in sorted((previous & known) - set(given))
+        ]
+    return params, current is not None
+
+
+@aws_app.command()
+def deploy(
+    stack: Annotated[str, typer.Option(envvar="MEDIASEARCH_STACK", help="stack name")] = "mediasearch",
+    template: Annotated[Path, typer.Option(help="CloudFormation template")] = TEMPLATE,
+    model_data: Annotated[str | None, typer.Option(help="s3:// URI printed by `aws package`")] = None,
+    lambda_image: Annotated[str | None, typer.Option(help="query Lambda image URI (ECR)")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE template parameter")
+    ] = None,
+    wait: bool = True,
+    endpoint_only: Annotated[
+        bool, typer.Option(help="skip CloudFormation: (re)deploy only the serverless query endpoint")
+    ] = False,
+    endpoint_name: str = "mediasearch-clip",
+    role_arn: Annotated[str | None, typer.Option(help="SageMaker execution role (--endpoint-only)")] = None,
+    image_uri: Annotated[str | None, typer.Option(help="inference image (default: PyTorch DLC, CPU)")] = None,
+    memory_mb: int = 6144,
+    max_concurrency: int = 5,
+) -> None:
+    """Create or update the CloudFormation stack and print its outputs (the search URL among them)."""
+    if endpoint_only:
+        outputs = stack_outputs(stack) if stack else {}
+        data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
+        role = _need(role_arn, outputs, "SageMakerRoleArn", "--role-arn")
+        image = image_uri or sm.pytorch_inference_image(region(), gpu=False)
+        env = sm.model_environment(region(), batch_size=8, decode_workers=2)
+        launcher = sm.SageMakerLauncher(_client("sagemaker"))
+        model_name = launcher.ensure_model(sm.model_name_for(data, image, env), data, image, role, env)
+        config = launcher.deploy_serverless_endpoint(endpoint_name, model_name, memory_mb, max_concurrency)
+        desc = launcher.wait_endpoint(endpoint_name) if wait else {"EndpointStatus": "Creating"}
+        _echo_json(
+            {
+                "endpoint": endpoint_name,
+                "config": config,
+                "model": model_name,
+                "status": desc["EndpointStatus"],
+            }
+        )
+        return
+
+    given: dict[str, str] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        given[key] = value
+    if model_data:
+        given["ModelDataUrl"] = model_data
+    if lambda_image:
+        given["QueryImageUri"] = lambda_image
+
+    cf = _client("cloudformation")
+    body = template.read_text()
+    params, exists = _stack_parameters(cf, stack, given, body)
+    request = {
+        "StackName": stack,
+        "TemplateBody": body,
+        "Parameters": params,
+        # The template creates IAM roles (unnamed), hence CAPABILITY_IAM and nothing wider.
+        "Capabilities": ["CAPABILITY_IAM"],
+        "Tags": [{"Key": "project", "Value": "mediasearch"}],
+    }
+    if exists:
+        try:
+            cf.update_stack(**request)
+        except Exception as exc:
+            if NO_UPDATES not in str(exc):
+                raise
+            typer.echo("stack is up to date", err=True)
+            wait = False
+    else:
+        cf.create_stack(**request, OnFailure="ROLLBACK")
+    if wait:
+        typer.echo(f"waiting for {stack} (OpenSearch domains take 15-30 minutes to create)...", err=True)
+        waiter = cf.get_waiter("stack_update_complete" if exists else "stack_create_complete")
+        waiter.wait(StackName=stack, WaiterConfig={"Delay": 30, "MaxAttempts": 180})
+    _echo_json(stack_outputs(stack))
+
+
+@aws_app.command()
+def transform(
+    source: Annotated[str, typer.Argument(help="s3://bucket/prefix holding the images")],
+    stack: StackOpt = None,
+    model_data: Annotated[str | None, typer.Option(help="model.tar.gz URI (default: stack output)")] = None,
+    role_arn: Annotated[
+        str | None, typer.Option(help="SageMaker execution role (default: stack output)")
+    ] = None,
+    image_uri: Annotated[
+        str | None, typer.Option(help="inference image (default: PyTorch DLC for the instance)")
+    ] = None,
+    instance_type: str = sm.TransformSettings.instance_type,
+    instance_count: Annotated[int, typer.Option(min=1)] = sm.TransformSettings.instance_count,
+    max_payload_mb: Annotated[int, typer.Option(min=1, max=100)] = sm.TransformSettings.max_payload_mb,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass on the instance")] = 64,
+    incremental: Annotated[
+        bool, typer.Option(help="embed only images the index lacks or that changed (reads the index)")
+    ] = True,
+    wait: Annotated[bool, typer.Option(help="wait for the job with a progress bar")] = True,
+    load: Annotated[bool, typer.Option(help="load the outputs into the index when the job completes")] = True,
+    poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
+) -> None:
+    """Write manifests for SOURCE, run a SageMaker batch transform over them, wait, then load."""
+    from mediasearch import backends
+    from mediasearch.ingest import work_prefix
+    from mediasearch.manifests import changed, scan_images, write_manifests
+
+    settings = get_settings()
+    outputs = stack_outputs(stack)
+    settings = _index_settings(settings, outputs)
+    store = _s3_source(source)
+    data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
+    role = _need(role_arn, outputs, "SageMakerRoleArn", "--role-arn")
+    config = sm.TransformSettings(
+        instance_type=instance_type, instance_count=instance_count, max_payload_mb=max_payload_mb
+    )
+    image = image_uri or sm.pytorch_inference_image(region(), gpu=sm.is_gpu_instance(instance_type))
+
+    work = work_prefix("", settings.work_prefix)
+    records = scan_images(store, "", exclude_prefix=work)
+    index = backends.index(settings) if incremental or load else None
+    pending = (
+        changed(records, index.fingerprints(r.id for r in records)) if incremental and index else records
+    )
+    write_manifests(store, f"{work}/manifests", pending, "images", settings.manifest_lines)
+    name = sm.job_name(f"mediasearch-{settings.collection}")
+    plan = sm.plan_transform(store, f"{work}/manifests", f"{work}/outputs", name)
+    typer.echo(
+        f"{len(records)} images, {len(pending)} to embed; manifests: {len(plan.pending)} pending, "
+        f"{len(plan.done)} done",
+        err=True,
+    )
+    if not plan.empty:
+        env = sm.model_environment(region(), batch_size=batch_size)
+        launcher = sm.SageMakerLauncher(_client("sagemaker"))
+        model_name = launcher.ensure_model(sm.model_name_for(data, image, env), data, image, role, env)
+        request = sm.transform_request(name, model_name, plan, config, {"project": "mediasearch"})
+        launcher.start_transform(request)
+        typer.echo(
+            f"started transform job {name} ({plan.data_type} {plan.input_uri} -> {plan.output_uri})", err=True
+        )
+        if not wait:
+            _echo_json({"job": name, "status": "InProgress"})
+            return
+        expected = [sm.output_key_for(k, f"{work}/manifests", f"{work}/outputs") for k in plan.pending]
+        job = launcher.wait_transform(
+            name, poll_s=poll_s, total=len(expected), finished=sm.count_outputs(store, expected)
+        )
+        typer.echo(f"transform job {name}: {job['TransformJobStatus']}", err=True)
+    if load and index is not None:
+        _load(store, index, f"{work}/outputs")
+
+
+def _load(store: Any, index: Any, prefix: str) -> None:
+    from mediasearch.loader import Loader
+
+    loader = Loader(store, index)
+    report = loader.load(loader.output_keys(prefix))
+    typer.echo(
+        f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
+    )
+    if report.failures:
+        for f in report.failures[:20]:
+            typer.echo(f"  {f.uri}: {f.error}", err=True)
+        raise typer.Exit(1)
+
+
+@aws_app.command()
+def load(
+    source: Annotated[str, typer.Argument(help="s3://bucket/prefix the transform ran over")],
+    stack: StackOpt = None,
+) -> None:
+    """Load SageMaker transform outputs (`<work>/outputs/*.out`) into the index (idempotent)."""
+    from mediasearch import backends
+    from mediasearch.ingest import work_prefix
+
+    settings = _index_settings(get_settings(), stack_outputs(stack))
+    _load(_s3_source(source), backends.index(settings), f"{work_prefix('', settings.work_prefix)}/outputs")
+
+
+@aws_app.command()
+def status(
+    stack: StackOpt = None,
+    endpoint: Annotated[str | None, typer.Option(help="query endpoint (default: stack output)")] = None,
+    jobs: Annotated[int, typer.Option(min=1, max=100, help="recent transform jobs to list")] = 5,
+) -> None:
+    """Stack state and outputs, the query endpoint, and recent transform jobs, as JSON."""
+    report: dict[str, Any] = {}
+    outputs: dict[str, str] = {}
+    if stack:
+        described = _client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+        report["stack"] = {"name": stack, "status": described["StackStatus"], "outputs": outputs}
+    launcher = sm.SageMakerLauncher(_client("sagemaker"))
+    name = endpoint or outputs.get("QueryEndpointName")
+    if name:
+        desc = launcher.endpoint_status(name)
+        report["endpoint"] = {"name": name, "status": desc["EndpointStatus"] if desc else "NotFound"}
+    report["transform_jobs"] = [
+        {k: j.get(k) for k in ("TransformJobName", "TransformJobStatus", "CreationTime", "FailureReason")}
+        for j in launcher.recent_jobs(limit=jobs)
+    ]
+    _echo_json(report)
