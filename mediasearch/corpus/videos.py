@@ -29,6 +29,7 @@ from PIL import Image
 from mediasearch.storage import LocalStore, ObjectStore
 
 LABELS_KEY = "labels/videos.jsonl"
+TRUTH_KEY = "labels/videos-truth.json"
 
 # (name, RGB). Consecutive scenes take colours far apart in hue *and* brightness.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -385,12 +386,37 @@ def write_corpus(
         store.put(dst, reencode(blobs[src], dst, scale, crf), content_type=_content_type(dst))
         base = truths[src]
         dup = VideoTruth(**{**asdict(base), "scenes": [], "key": dst, "duplicate_of": src})
+        dup.width, dup.height = (max(2, int(n * scale) // 2 * 2) for n in (base.width, base.height))
         dup.scenes = [SceneTruth(**{**asdict(s), "key": dst, "duplicate_of": src}) for s in base.scenes]
         truths[dst] = dup
     lines = [line for t in truths.values() for line in _truth_lines(t)]
     key = labels_key or f"{prefix.rstrip('/')}/{LABELS_KEY}"
+    # The full truth (cut frames, frame times) first, the labels last: labels present = corpus complete.
+    store.put(
+        _truth_key(prefix), json.dumps([asdict(t) for t in truths.values()]).encode(), "application/json"
+    )
     store.put(key, ("\n".join(lines) + "\n").encode(), content_type="application/x-ndjson")
     return truths
+
+
+def _truth_key(prefix: str) -> str:
+    return f"{prefix.rstrip('/')}/{TRUTH_KEY}"
+
+
+def load_truths(store: ObjectStore, prefix: str = "videos") -> dict[str, VideoTruth]:
+    """The ground truth `write_corpus` wrote under `prefix`."""
+    out: dict[str, VideoTruth] = {}
+    for item in json.loads(store.get(_truth_key(prefix))):
+        scenes = [SceneTruth(**s) for s in item.pop("scenes")]
+        out[item["key"]] = VideoTruth(**item, scenes=scenes)
+    return out
+
+
+def ensure_corpus(store: ObjectStore, prefix: str = "videos") -> dict[str, VideoTruth]:
+    """The default corpus under `prefix`, written only if it is not there yet (tests share one copy)."""
+    if store.exists(f"{prefix.rstrip('/')}/{LABELS_KEY}") and store.exists(_truth_key(prefix)):
+        return load_truths(store, prefix)
+    return write_corpus(store, prefix)
 
 
 def _content_type(key: str) -> str:
