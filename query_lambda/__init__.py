@@ -1,0 +1,1 @@
+"""The query Lambda: the FastAPI app under Mangum (see handler.py)."""
