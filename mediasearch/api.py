@@ -9,6 +9,8 @@ import hmac
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated
 
@@ -70,7 +72,13 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             backends.store(settings),
             MediaLinks(presign_expiry_s=settings.presign_expiry_s),
         )
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.warm_up()  # the first user request should not pay for loading the model
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="mediasearch",
         version=__version__,
         description="Semantic search over images and videos: text, image and video queries; scenes with timestamps.",

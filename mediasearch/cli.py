@@ -166,8 +166,10 @@ def search(
         payload.setdefault("kinds", [ResultKind.VIDEO])
     else:
         payload["text"] = text
+    service = _service(settings)
+    service.warm_up()
     try:
-        response = _service(settings).search(SearchRequest.model_validate(payload))
+        response = service.search(SearchRequest.model_validate(payload))
     except QueryError as exc:
         typer.secho(f"{exc.field}: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None

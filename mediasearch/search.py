@@ -110,6 +110,10 @@ class SearchService:
         self.store = store
         self.links = links
 
+    def warm_up(self) -> None:
+        """Load the query model now rather than inside the first request's latency."""
+        self.encoder.warm_up()
+
     # -- query vectors ----------------------------------------------------------------------------
 
     def query_vector(self, req: SearchRequest) -> tuple[np.ndarray, str | None]:

@@ -1,0 +1,59 @@
+# Two commands matter: `make demo` (the main job on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel by default. For CUDA: make setup TORCH_SPEC=torch==2.13.0 TORCH_INDEX=<the PyTorch CUDA index URL>
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+CLIP_MODEL ?= openai/clip-vit-base-patch32
+DATA ?= mediasearch-data
+
+export HF_HUB_DISABLE_TELEMETRY = 1
+
+.PHONY: setup test lint demo demo-offline serve bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, so the project's "torch>=" requirement is already met and no other build is pulled.
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The main job: sample corpus -> ingest (manifests, batch transform, load into LanceDB) -> queries.
+demo serve: export MEDIASEARCH_STORE = $(DATA)
+demo serve: export MEDIASEARCH_LANCEDB_URI = $(DATA)/lancedb
+demo serve: export MEDIASEARCH_CLIP_MODEL = $(CLIP_MODEL)
+demo: setup
+	$(BIN)/mediasearch demo-data
+	$(BIN)/mediasearch ingest $(DATA)/demo
+	@for q in "a photo of a red circle" "a blue star on a black background" "a large yellow triangle"; do \
+		echo; echo "== $$q"; $(BIN)/mediasearch search "$$q" --k 5 || exit 1; \
+	done
+	$(BIN)/mediasearch eval
+
+# The same job with randomly initialised ViT-B/32 weights, for machines that cannot download the
+# real model: every stage runs, the rankings are noise.
+demo-offline: setup
+	$(BIN)/mediasearch random-model $(DATA)/models/random-clip --size base
+	$(MAKE) demo CLIP_MODEL=$(DATA)/models/random-clip DATA=$(DATA)
+
+serve: setup
+	$(BIN)/mediasearch serve
+
+bench: setup
+	$(BIN)/python bench/bench_transform.py
+	$(BIN)/python bench/bench_search_api.py
+	$(BIN)/python bench/bench_knn.py
+
+clean:
+	rm -rf $(DATA) .pytest_cache .ruff_cache
