@@ -156,7 +156,8 @@ def deploy(
 ) -> None:
     """Create or update the CloudFormation stack and print its outputs (the search URL among them)."""
     if endpoint_only:
-        outputs = stack_outputs(stack) if stack else {}
+        # The stack is consulted only for what was not given, so this works without one.
+        outputs = stack_outputs(stack) if not (model_data and role_arn) else {}
         data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
         role = _need(role_arn, outputs, "SageMakerRoleArn", "--role-arn")
         image = image_uri or sm.pytorch_inference_image(region(), gpu=False)

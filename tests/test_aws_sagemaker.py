@@ -1,0 +1,319 @@
+"""The SageMaker control plane against moto over HTTP: what `mediasearch aws ...` asks for, exactly.
+
+moto records the calls and answers describe_* with what was set; it runs no containers, and its
+transform jobs report Completed at once (the wait loop's other states are tested with a fake client).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+from typer.testing import CliRunner
+
+from mediasearch.aws import sagemaker as sm
+from mediasearch.cli import app
+from mediasearch.config import get_settings
+from mediasearch.storage import S3Store
+from tests.conftest import COLOURS, image_bytes
+
+ROLE = "arn:aws:iam::123456789012:role/mediasearch-sagemaker"
+runner = CliRunner()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("MEDIASEARCH_LANCEDB_URI", str(tmp_path / "lancedb"))
+    monkeypatch.setenv("MEDIASEARCH_CLIP_MODEL", str(tiny_clip_dir))
+    monkeypatch.setenv("MEDIASEARCH_DEVICE", "cpu")
+    get_settings.cache_clear()
+    yield moto_endpoint
+    get_settings.cache_clear()
+
+
+def client(service: str, endpoint: str):
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
+
+
+def put_images(bucket: str, endpoint: str, names: list[str]) -> None:
+    s3 = client("s3", endpoint)
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=f"media/{name}.png", Body=image_bytes(COLOURS[name]))
+
+
+def last_job(endpoint: str) -> dict:
+    smc = client("sagemaker", endpoint)
+    jobs = smc.list_transform_jobs(SortBy="CreationTime", SortOrder="Descending")["TransformJobSummaries"]
+    return smc.describe_transform_job(TransformJobName=jobs[0]["TransformJobName"])
+
+
+def job_count(endpoint: str) -> int:
+    return len(client("sagemaker", endpoint).list_transform_jobs()["TransformJobSummaries"])
+
+
+def test_transform_command_sends_the_batch_transform_contract(aws_env: str, s3_bucket: str) -> None:
+    put_images(s3_bucket, aws_env, ["red", "green", "blue"])
+    model_data = f"s3://{s3_bucket}/models/clip/abc/model.tar.gz"
+    result = runner.invoke(
+        app,
+        [
+            "aws", "transform", f"s3://{s3_bucket}/media",
+            "--model-data", model_data, "--role-arn", ROLE,
+            "--instance-type", "ml.g5.2xlarge", "--instance-count", "2", "--max-payload-mb", "3",
+            "--no-incremental", "--no-load", "--poll-s", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = last_job(aws_env)
+    assert job["TransformJobStatus"] == "Completed"
+    assert job["TransformJobName"].startswith("mediasearch-media-")
+    assert job["TransformInput"] == {
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": f"s3://{s3_bucket}/media/_mediasearch/manifests/",
+            }
+        },
+        "ContentType": "application/jsonlines",
+        "CompressionType": "None",
+        "SplitType": "Line",
+    }
+    assert job["BatchStrategy"] == "MultiRecord"
+    assert job["MaxPayloadInMB"] == 3
+    assert job["MaxConcurrentTransforms"] == 1
+    assert job["ModelClientConfig"] == {"InvocationsTimeoutInSeconds": 900, "InvocationsMaxRetries": 1}
+    assert job["TransformOutput"] == {
+        "S3OutputPath": f"s3://{s3_bucket}/media/_mediasearch/outputs/",
+        "Accept": "application/jsonlines",
+        "AssembleWith": "Line",
+    }
+    assert job["TransformResources"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2}
+
+    model = client("sagemaker", aws_env).describe_model(ModelName=job["ModelName"])
+    assert model["ExecutionRoleArn"] == ROLE
+    container = model["PrimaryContainer"]
+    assert container["ModelDataUrl"] == model_data
+    # A g5 instance gets the GPU build of the PyTorch inference container.
+    assert container["Image"] == (
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker"
+    )
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["MEDIASEARCH_BATCH_SIZE"] == "64"
+
+    # The manifest the job reads: one line per image, s3:// URIs.
+    store = S3Store(s3_bucket, "media")
+    (manifest,) = [o.key for o in store.list("_mediasearch/manifests/")]
+    lines = [json.loads(ln) for ln in store.get(manifest).decode().splitlines()]
+    assert sorted(ln["uri"] for ln in lines) == sorted(
+        f"s3://{s3_bucket}/media/{n}.png" for n in ("red", "green", "blue")
+    )
+
+
+def test_nothing_pending_starts_no_job(aws_env: str, s3_bucket: str) -> None:
+    put_images(s3_bucket, aws_env, ["red"])
+    args = [
+        "aws",
+        "transform",
+        f"s3://{s3_bucket}/media",
+        "--model-data",
+        "s3://x/m.tar.gz",
+        "--role-arn",
+        ROLE,
+    ]
+    args += ["--no-incremental", "--no-load", "--poll-s", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = job_count(aws_env)
+    store = S3Store(s3_bucket, "media")
+    (manifest,) = [o.key for o in store.list("_mediasearch/manifests/")]
+    store.put(sm.output_key_for(manifest, "_mediasearch/manifests", "_mediasearch/outputs"), b"")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "0 pending, 1 done" in result.output
+    assert job_count(aws_env) == before
+
+
+def test_partial_rerun_lists_only_pending_manifests(aws_env: str, s3_bucket: str) -> None:
+    store = S3Store(s3_bucket, "media")
+    for name in ("a", "b", "c"):
+        store.put(f"_mediasearch/manifests/images-{name}.jsonl", b'{"id": "x", "uri": "s3://b/k"}\n')
+    store.put("_mediasearch/outputs/images-b.jsonl.out", b"")
+    # A local run writes .out beside its manifest; it must not become transform input.
+    store.put("_mediasearch/manifests/images-c.jsonl.out", b"")
+    plan = sm.plan_transform(store, "_mediasearch/manifests", "_mediasearch/outputs", "job-1")
+    assert plan.data_type == "ManifestFile"
+    assert plan.done == ["_mediasearch/manifests/images-b.jsonl"]
+    assert plan.input_uri == f"s3://{s3_bucket}/media/_mediasearch/jobs/job-1.manifest"
+    listing = json.loads(store.get("_mediasearch/jobs/job-1.manifest"))
+    assert listing == [
+        {"prefix": f"s3://{s3_bucket}/media/_mediasearch/manifests/"},
+        "images-a.jsonl",
+        "images-c.jsonl",
+    ]
+    request = sm.transform_request("job-1", "m", plan, sm.TransformSettings(), {})
+    assert request["TransformInput"]["DataSource"]["S3DataSource"] == {
+        "S3DataType": "ManifestFile",
+        "S3Uri": plan.input_uri,
+    }
+
+
+class FakeSageMaker:
+    def __init__(self, states: list[str], reason: str = "") -> None:
+        self.states = states
+        self.reason = reason
+        self.calls = 0
+
+    def describe_transform_job(self, TransformJobName: str) -> dict:
+        state = self.states[min(self.calls, len(self.states) - 1)]
+        self.calls += 1
+        return {
+            "TransformJobName": TransformJobName,
+            "TransformJobStatus": state,
+            "FailureReason": self.reason,
+        }
+
+
+def test_wait_polls_until_done_and_counts_outputs() -> None:
+    fake = FakeSageMaker(["InProgress", "InProgress", "Completed"])
+    sleeps: list[float] = []
+    seen = iter([0, 1, 2])
+    launcher = sm.SageMakerLauncher(fake, sleep=sleeps.append)
+    job = launcher.wait_transform("j", poll_s=7, total=2, finished=lambda: next(seen), progress=False)
+    assert job["TransformJobStatus"] == "Completed"
+    assert fake.calls == 3 and sleeps == [7, 7]
+
+
+@pytest.mark.parametrize("state", ["Failed", "Stopped"])
+def test_wait_raises_with_sagemakers_reason(state: str) -> None:
+    launcher = sm.SageMakerLauncher(
+        FakeSageMaker([state], reason="ClientError: no GPU"), sleep=lambda _: None
+    )
+    with pytest.raises(sm.SageMakerError, match="no GPU"):
+        launcher.wait_transform("j", progress=False)
+
+
+def test_names() -> None:
+    assert sm.job_name("mediasearch-media", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == (
+        "mediasearch-media-20260102-030405"
+    )
+    a = sm.model_name_for("s3://b/1.tar.gz", "img", {"A": "1"})
+    assert a == sm.model_name_for("s3://b/1.tar.gz", "img", {"A": "1"})
+    assert a != sm.model_name_for("s3://b/2.tar.gz", "img", {"A": "1"})
+    assert len(a) <= 63
+    assert sm.is_gpu_instance("ml.g4dn.xlarge") and sm.is_gpu_instance("ml.p3.2xlarge")
+    assert not sm.is_gpu_instance("ml.m5.xlarge") and not sm.is_gpu_instance("ml.c7i.large")
+
+
+def test_deploy_serverless_endpoint_and_status(aws_env: str) -> None:
+    base = ["aws", "deploy", "--endpoint-only", "--endpoint-name", "ms-query", "--role-arn", ROLE]
+    base += ["--model-data", "s3://bucket/models/clip/abc/model.tar.gz"]
+    first = runner.invoke(app, [*base, "--memory-mb", "4096", "--max-concurrency", "3"])
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    assert out["status"] == "InService"
+    smc = client("sagemaker", aws_env)
+    config = smc.describe_endpoint_config(EndpointConfigName=out["config"])
+    (variant,) = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 3}
+    assert variant["ModelName"] == out["model"]
+    container = smc.describe_model(ModelName=out["model"])["PrimaryContainer"]
+    assert "-cpu-" in container["Image"]  # serverless endpoints have no GPU
+
+    # A new size makes a new config and switches the endpoint to it. moto has no UpdateEndpoint, so
+    # that one call is recorded by a proxy in front of the moto client.
+    class RecordUpdates:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+            self.updates: list[dict] = []
+
+        def update_endpoint(self, **kwargs) -> None:
+            self.updates.append(kwargs)
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+    proxy = RecordUpdates(smc)
+    again = sm.SageMakerLauncher(proxy).deploy_serverless_endpoint("ms-query", out["model"], 6144, 3)
+    assert again != out["config"]
+    assert proxy.updates == [{"EndpointName": "ms-query", "EndpointConfigName": again}]
+    assert smc.describe_endpoint_config(EndpointConfigName=again)["ProductionVariants"][0][
+        "ServerlessConfig"
+    ] == {
+        "MemorySizeInMB": 6144,
+        "MaxConcurrency": 3,
+    }
+    # Same settings again: nothing to change.
+    assert (
+        sm.SageMakerLauncher(proxy).deploy_serverless_endpoint("ms-query", out["model"], 4096, 3)
+        == out["config"]
+    )
+    assert len(proxy.updates) == 1
+
+    status = runner.invoke(app, ["aws", "status", "--endpoint", "ms-query"])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert report["endpoint"] == {"name": "ms-query", "status": "InService"}
+    assert isinstance(report["transform_jobs"], list)
+    missing = json.loads(runner.invoke(app, ["aws", "status", "--endpoint", "nope"]).stdout)
+    assert missing["endpoint"]["status"] == "NotFound"
+
+
+MINI_TEMPLATE = """
+AWSTemplateFormatVersion: "2010-09-09"
+Parameters:
+  ModelDataUrl: {Type: String, Default: ""}
+  QueryImageUri: {Type: String, Default: ""}
+  Flavour: {Type: String, Default: plain}
+Resources:
+  Bucket: {Type: "AWS::S3::Bucket"}
+Outputs:
+  BucketName: {Value: !Ref Bucket}
+  ModelDataUrl: {Value: !Ref ModelDataUrl}
+  Flavour: {Value: !Ref Flavour}
+"""
+
+
+def test_deploy_creates_then_updates_the_stack_keeping_previous_parameters(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """moto runs CloudFormation for real resources it knows; the full template is checked by cfn-lint."""
+    template = tmp_path / "t.yaml"
+    template.write_text(MINI_TEMPLATE)
+    # Every parameter given: moto's UsePreviousValue finds only parameters that were set explicitly
+    # (AWS also keeps defaulted ones).
+    create = [
+        "aws",
+        "deploy",
+        "--stack",
+        "ms",
+        "--template",
+        str(template),
+        "--model-data",
+        "s3://b/m.tar.gz",
+    ]
+    create += ["--lambda-image", "123.dkr.ecr.us-east-1.amazonaws.com/q:1", "-p", "Flavour=plain"]
+    created = runner.invoke(app, create)
+    assert created.exit_code == 0, created.output
+    outputs = json.loads(created.stdout)
+    assert outputs["ModelDataUrl"] == "s3://b/m.tar.gz" and outputs["BucketName"]
+
+    updated = runner.invoke(
+        app, ["aws", "deploy", "--stack", "ms", "--template", str(template), "-p", "Flavour=x"]
+    )
+    assert updated.exit_code == 0, updated.output
+    cf = client("cloudformation", aws_env)
+    params = {
+        p["ParameterKey"]: p["ParameterValue"]
+        for p in cf.describe_stacks(StackName="ms")["Stacks"][0]["Parameters"]
+    }
+    assert params["Flavour"] == "x" and params["ModelDataUrl"] == "s3://b/m.tar.gz"
+
+    status = json.loads(runner.invoke(app, ["aws", "status", "--stack", "ms"]).stdout)
+    assert status["stack"]["status"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+    assert status["stack"]["outputs"]["Flavour"] == "x"
+
+    bad = runner.invoke(app, ["aws", "deploy", "--stack", "ms", "--template", str(template), "-p", "oops"])
+    assert bad.exit_code != 0 and "KEY=VALUE" in bad.output
