@@ -47,8 +47,9 @@ def put_images(bucket: str, endpoint: str, names: list[str]) -> None:
 
 def last_job(endpoint: str) -> dict:
     smc = client("sagemaker", endpoint)
-    jobs = smc.list_transform_jobs(SortBy="CreationTime", SortOrder="Descending")["TransformJobSummaries"]
-    return smc.describe_transform_job(TransformJobName=jobs[0]["TransformJobName"])
+    # Names end in a UTC timestamp, so the greatest is the newest (moto ignores SortOrder).
+    newest = max(j["TransformJobName"] for j in smc.list_transform_jobs()["TransformJobSummaries"])
+    return smc.describe_transform_job(TransformJobName=newest)
 
 
 def job_count(endpoint: str) -> int:
