@@ -12,12 +12,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediasearch import __version__, backends
@@ -25,7 +25,6 @@ from mediasearch.config import Settings, get_settings
 from mediasearch.index.base import IndexError_
 from mediasearch.links import MediaLinks
 from mediasearch.records import (
-    DocKind,
     ErrorResponse,
     ItemResponse,
     ResultKind,
@@ -33,7 +32,7 @@ from mediasearch.records import (
     SearchResponse,
 )
 from mediasearch.search import QueryError, SearchService
-from mediasearch.storage import StoreError, open_uri
+from mediasearch.storage import LocalStore, StoreError, open_uri
 
 log = logging.getLogger("mediasearch.api")
 
@@ -72,6 +71,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             backends.store(settings),
             MediaLinks(presign_expiry_s=settings.presign_expiry_s),
         )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.warm_up()  # the first user request should not pay for loading the model
@@ -193,38 +193,51 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             raise ApiError(404, f"no item with id {item_id!r}")
         links = service.links
         return ItemResponse(
-            **doc.model_dump(exclude={"clip_vector", "caption_vector", "fingerprint", "model", "thumbnail"}),
+            **doc.model_dump(
+                exclude={"clip_vector", "caption_vector", "fingerprint", "model", "thumbnail", "strip"}
+            ),
             url=links.url(doc.id, doc.uri),
             thumbnail_url=links.url(doc.id, doc.thumbnail, "thumbnail"),
+            strip_url=links.url(doc.id, doc.strip, "strip"),
         )
 
-    @app.get("/media/{item_id}", dependencies=guarded, tags=["items"], include_in_schema=True)
+    @app.get(
+        "/media/{item_id}", dependencies=guarded, tags=["items"], responses={404: {"model": ErrorResponse}}
+    )
     def media(item_id: str) -> Response:
-        return _serve(item_id, thumbnail=False)
+        """The item's media file (videos support Range requests, so a player can seek to a scene)."""
+        return _serve(item_id, "media")
 
-    @app.get("/media/{item_id}/thumbnail", dependencies=guarded, tags=["items"])
-    def thumbnail(item_id: str) -> Response:
-        return _serve(item_id, thumbnail=True)
+    @app.get(
+        "/media/{item_id}/{part}",
+        dependencies=guarded,
+        tags=["items"],
+        responses={404: {"model": ErrorResponse}},
+    )
+    def media_part(item_id: str, part: Literal["thumbnail", "strip"]) -> Response:
+        """An item's thumbnail, or a video's scene strip."""
+        return _serve(item_id, part)
 
-    def _serve(item_id: str, thumbnail: bool) -> Response:
+    def _serve(item_id: str, part: str) -> Response:
         # Only objects that indexed documents point at are served: no path comes from the caller.
         doc = service.index.get(item_id)
         if doc is None:
             raise ApiError(404, f"no item with id {item_id!r}")
-        uri = (doc.thumbnail or doc.uri) if thumbnail else doc.uri
-        if doc.kind is DocKind.SCENE and not thumbnail:
-            uri = doc.thumbnail or doc.uri
+        uri = {"media": doc.uri, "thumbnail": doc.thumbnail or doc.uri, "strip": doc.strip}[part]
+        if uri is None:
+            raise ApiError(404, f"item {item_id!r} has no {part}")
         try:
             store, key = open_uri(uri)
-            data = store.get(key)
+            media_type = MEDIA_TYPES.get(key.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+            headers = {"cache-control": "private, max-age=3600"}
+            if isinstance(store, LocalStore):
+                path = store.path(key)
+                if not path.is_file():
+                    raise ApiError(404, "media not found", uri)
+                return FileResponse(path, media_type=media_type, headers=headers)  # handles Range
+            return Response(store.get(key), media_type=media_type, headers=headers)
         except StoreError as exc:
             raise ApiError(404, "media not found", str(exc)) from None
-        ext = key.rsplit(".", 1)[-1].lower()
-        return Response(
-            data,
-            media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
-            headers={"cache-control": "private, max-age=3600"},
-        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

@@ -8,6 +8,7 @@ from mediasearch.index.base import VectorIndex
 from mediasearch.inference import ClipHandler
 from mediasearch.models.clip import ClipModel
 from mediasearch.storage import ObjectStore, open_store
+from mediasearch.video import VideoOptions
 
 
 def store(settings: Settings) -> ObjectStore:
@@ -33,6 +34,14 @@ def clip_handler(settings: Settings, model: ClipModel | None = None) -> ClipHand
         model or clip_model(settings),
         decode_workers=settings.decode_workers,
         max_pixels=settings.max_image_pixels,
+    )
+
+
+def video_options(settings: Settings) -> VideoOptions:
+    return VideoOptions(
+        threshold=settings.scene_threshold,
+        frames_per_scene=settings.frames_per_scene,
+        max_scene_s=settings.max_scene_s,
     )
 
 

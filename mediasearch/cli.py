@@ -61,15 +61,20 @@ def demo_data(
     dest: Annotated[str, typer.Option(help="store location (folder or s3://bucket/prefix)")] = "",
     limit: Annotated[int | None, typer.Option(help="number of images (default: all 360)")] = None,
     seed: int = 0,
+    videos: Annotated[bool, typer.Option(help="also write the synthetic videos")] = True,
 ) -> None:
-    """Generate the synthetic labelled sample corpus (images + labels.jsonl) into the store."""
+    """Generate the synthetic labelled sample corpus (images, videos with known scenes, labels) into the store."""
     from mediasearch.corpus.images import generate_images
+    from mediasearch.corpus.videos import ensure_corpus
     from mediasearch.storage import open_store
 
     settings = _settings()
     store = open_store(dest or settings.store)
     labels = generate_images(store, "demo/images", seed=seed, limit=limit)
     typer.echo(f"{len(labels)} images with labels under {store.uri('demo/images')}")
+    if videos:
+        truths = ensure_corpus(store, "demo/videos")
+        typer.echo(f"{len(truths)} videos with scene labels under {store.uri('demo/videos')}")
 
 
 @app.command()
@@ -91,12 +96,48 @@ def ingest(
         work=settings.work_prefix,
         batch_size=batch_size or settings.batch_size,
         manifest_lines=settings.manifest_lines,
+        video_options=backends.video_options(settings),
+        video_workers=settings.video_workers,
     )
     typer.echo(
         f"scanned {report.scanned}, unchanged {report.unchanged}, embedded {report.transform.records}, "
-        f"indexed {report.load.indexed}, failed {len(report.failures)}; index holds {index.count()} documents"
+        f"indexed {report.load.indexed} ({report.load.videos} videos), failed {len(report.failures)}; "
+        f"index holds {index.count()} documents"
     )
     _fail_summary(report.failures, report.scanned)
+
+
+@app.command()
+def preprocess(
+    source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix holding videos")],
+    force: Annotated[bool, typer.Option(help="redo videos that are already done")] = False,
+) -> None:
+    """Cut videos into scenes, sample frames, write thumbnails, strips and frame manifests (resumable)."""
+    from mediasearch.preprocess import PreprocessJob
+    from mediasearch.storage import open_store
+
+    settings = _settings()
+    job = PreprocessJob(
+        open_store(source),
+        work_prefix=settings.work_prefix,
+        options=backends.video_options(settings),
+        workers=settings.video_workers,
+        manifest_lines=settings.manifest_lines,
+        force=force,
+    )
+    summary = job.run()
+    typer.echo(
+        f"{summary.processed} processed, {summary.skipped} unchanged, {summary.failed} failed; "
+        f"{summary.seconds_of_video:.1f} s of video at {summary.realtime_factor:.1f}x realtime; "
+        f"{len(summary.manifests)} frame manifest(s)"
+    )
+    if summary.failed:
+        typer.secho(
+            f"{summary.failed} of {summary.processed + summary.failed} videos failed:", fg="red", err=True
+        )
+        for key, message in sorted(summary.errors.items()):
+            typer.echo(f"  {key}: {message}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -125,13 +166,13 @@ def load(
     location: Annotated[str, typer.Argument(help="store location whose *.out files to load")],
     prefix: str = "",
 ) -> None:
-    """Load transform outputs into the index (idempotent)."""
+    """Load transform outputs into the index (idempotent; video frames become scenes and videos)."""
     from mediasearch.loader import Loader
     from mediasearch.storage import open_store
 
     settings = _settings()
     index = backends.index(settings)
-    loader = Loader(open_store(location), index)
+    loader = Loader(open_store(location), index, work_prefix=settings.work_prefix)
     report = loader.load(loader.output_keys(prefix))
     typer.echo(
         f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"

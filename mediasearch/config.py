@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     decode_workers: int = Field(2, ge=1)
     manifest_lines: int = Field(1000, ge=1, description="records per manifest file")
 
+    scene_threshold: float = Field(
+        27.0, gt=0, description="content-detector threshold: lower finds more cuts"
+    )
+    frames_per_scene: int = Field(3, ge=1, le=64, description="frames sampled and embedded per scene")
+    max_scene_s: float = Field(10.0, gt=0, description="longer shots are split into windows of this length")
+    video_workers: int = Field(1, ge=1, description="videos preprocessed in parallel")
+
     index_backend: IndexBackend = IndexBackend.LANCEDB
     collection: str = Field("media", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     lancedb_uri: str = Field("mediasearch-data/lancedb")

@@ -1,7 +1,9 @@
-"""`ingest SOURCE`: scan -> manifests -> transform -> load, incrementally.
+"""`ingest SOURCE`: scan -> (videos: preprocess) -> manifests -> transform -> load, incrementally.
 
-Only new or changed objects (by fingerprint: ETag or size+mtime) are embedded; their manifests are
-named by content, so an interrupted ingest resumes where it stopped and a repeated one does nothing.
+Only new or changed objects (by fingerprint: ETag or size+mtime) are processed: images whose image
+document, and videos whose video document, already carries the source's fingerprint are skipped.
+Manifests are named by content, so an interrupted ingest resumes where it stopped and a repeated one
+does nothing.
 """
 
 from __future__ import annotations
@@ -12,23 +14,31 @@ from mediasearch.index.base import VectorIndex
 from mediasearch.inference import ClipHandler
 from mediasearch.loader import Loader, LoadReport
 from mediasearch.manifests import changed, scan_images, write_manifests
-from mediasearch.records import TransformResult
+from mediasearch.preprocess import PreprocessJob, PreprocessSummary, list_videos
+from mediasearch.records import TransformResult, stable_id
 from mediasearch.storage import ObjectStore
 from mediasearch.transform import TransformReport, TransformRunner
+from mediasearch.video import VideoOptions
 
 
 @dataclass
 class IngestReport:
     scanned: int = 0
     unchanged: int = 0
+    videos: PreprocessSummary = field(default_factory=PreprocessSummary)
     manifests: list[str] = field(default_factory=list)
     transform: TransformReport = field(default_factory=TransformReport)
     load: LoadReport = field(default_factory=LoadReport)
 
     @property
     def failures(self) -> list[TransformResult]:
-        # The loader reads every output, including ones a previous run left, so it sees every failure.
-        return self.load.failures
+        # The loader reads every output, including ones a previous run left, so it sees every failure;
+        # a video that could not be decoded never reached a manifest, so it is added here.
+        undecodable = [
+            TransformResult(id=stable_id(uri), uri=uri, error=message)
+            for uri, message in self.videos.errors.items()
+        ]
+        return undecodable + self.load.failures
 
 
 def work_prefix(prefix: str, work: str) -> str:
@@ -43,18 +53,38 @@ def ingest(
     work: str = "_mediasearch",
     batch_size: int = 32,
     manifest_lines: int = 1000,
+    video_options: VideoOptions | None = None,
+    video_workers: int = 1,
     progress: bool = True,
 ) -> IngestReport:
     report = IngestReport()
     workdir = work_prefix(prefix, work)
-    records = scan_images(store, prefix, exclude_prefix=workdir)
-    report.scanned = len(records)
-    pending = changed(records, index.fingerprints(r.id for r in records))
-    report.unchanged = report.scanned - len(pending)
-    if not pending:
+    images = scan_images(store, prefix, exclude_prefix=workdir)
+    videos = list_videos(store, prefix, workdir)
+    report.scanned = len(images) + len(videos)
+    stored = index.fingerprints([r.id for r in images] + [stable_id(store.uri(v.key)) for v in videos])
+    pending = changed(images, stored)
+    pending_videos = [v for v in videos if stored.get(stable_id(store.uri(v.key)), "") != v.fingerprint]
+    report.unchanged = report.scanned - len(pending) - len(pending_videos)
+    if pending:
+        report.manifests = write_manifests(store, f"{workdir}/manifests", pending, "images", manifest_lines)
+    if pending_videos:
+        job = PreprocessJob(
+            store,
+            prefix,
+            workdir,
+            video_options,
+            workers=video_workers,
+            manifest_lines=manifest_lines,
+            progress=progress,
+        )
+        report.videos = job.run(pending_videos)
+        # Keys are reported relative to the store; name the failed videos by URI like every other failure.
+        report.videos.errors = {store.uri(k): msg for k, msg in report.videos.errors.items()}
+        report.manifests += report.videos.manifests
+    if not report.manifests:
         return report
-    report.manifests = write_manifests(store, f"{workdir}/manifests", pending, "images", manifest_lines)
     runner = TransformRunner(store, handler, batch_size=batch_size, progress=progress)
     report.transform = runner.run(report.manifests)
-    report.load = Loader(store, index, progress=progress).load(report.transform.outputs)
+    report.load = Loader(store, index, work_prefix=workdir, progress=progress).load(report.transform.outputs)
     return report

@@ -1,5 +1,9 @@
 """Loads transform outputs (`.out` JSON Lines) into the index.
 
+Images become image documents directly. Frames are grouped by video and, with the video's sidecar
+(written by the preprocess job), become scene documents and one video document; a video's old
+scenes are dropped first, so a changed video leaves no stale scene behind.
+
 Idempotent: documents are keyed by deterministic ids, so loading the same outputs twice leaves the
 same documents and the same count. Error records are reported, never indexed.
 """
@@ -7,22 +11,26 @@ same documents and the same count. Error records are reported, never indexed.
 from __future__ import annotations
 
 import sys
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from mediasearch.index.base import IndexSpec, VectorIndex
+from mediasearch.index.base import IndexFilter, IndexSpec, VectorIndex
 from mediasearch.inference import parse_output_lines
-from mediasearch.records import DocKind, IndexDocument, MediaKind, TransformResult
-from mediasearch.storage import ObjectStore
+from mediasearch.preprocess import WorkLayout
+from mediasearch.records import DocKind, IndexDocument, MediaKind, TransformResult, VideoRecord
+from mediasearch.storage import ObjectStore, StoreError
 from mediasearch.transform import OUTPUT_SUFFIX
+from mediasearch.video_documents import build_video_documents
 
 
 @dataclass
 class LoadReport:
     outputs: int = 0
     indexed: int = 0
+    videos: int = 0
     failures: list[TransformResult] = field(default_factory=list)
 
     @property
@@ -48,10 +56,16 @@ def image_document(result: TransformResult) -> IndexDocument:
 
 class Loader:
     def __init__(
-        self, store: ObjectStore, index: VectorIndex, batch_size: int = 500, progress: bool = True
+        self,
+        store: ObjectStore,
+        index: VectorIndex,
+        work_prefix: str = "_mediasearch",
+        batch_size: int = 500,
+        progress: bool = True,
     ) -> None:
         self.store = store
         self.index = index
+        self.layout = WorkLayout(work_prefix)
         self.batch_size = batch_size
         self.progress = progress
 
@@ -61,21 +75,47 @@ class Loader:
     def load(self, output_keys: Sequence[str]) -> LoadReport:
         report = LoadReport()
         pending: list[IndexDocument] = []
+        frames: dict[str, list[TransformResult]] = defaultdict(list)
         for key in tqdm(output_keys, desc="load", unit="file", disable=not self.progress, file=sys.stderr):
             results = parse_output_lines(self.store.get(key))
             report.outputs += 1
             for result in results:
                 if not result.ok:
                     report.failures.append(result)
+                elif result.kind is MediaKind.FRAME and result.video_id is not None:
+                    frames[result.video_id].append(result)
                 elif result.kind is MediaKind.IMAGE:
                     pending.append(image_document(result))
             if len(pending) >= self.batch_size:
                 report.indexed += self._write(pending)
                 pending = []
         report.indexed += self._write(pending)
+        for video_id, video_frames in frames.items():
+            report.indexed += self._load_video(video_id, video_frames, report)
         if report.indexed:
             self.index.optimize()
         return report
+
+    def _load_video(self, video_id: str, frames: list[TransformResult], report: LoadReport) -> int:
+        sidecar = self.layout.sidecar(video_id)
+        try:
+            record = VideoRecord.model_validate_json(self.store.get(sidecar))
+        except (StoreError, ValueError) as exc:
+            report.failures.append(
+                TransformResult(id=video_id, uri=self.store.uri(sidecar), error=f"video sidecar unreadable: {exc}")
+            )
+            return 0
+        docs = build_video_documents(record, frames)
+        if docs.video is None:
+            report.failures.append(
+                TransformResult(id=video_id, uri=record.uri, error="; ".join(docs.problems) or "no scenes")
+            )
+            return 0
+        # Scene numbering and count change when a video changes: drop every old scene first.
+        if self.index.exists():
+            self.index.delete_where(IndexFilter(kinds=(DocKind.SCENE,), video_id=video_id))
+        report.videos += 1
+        return self._write([*docs.scenes, docs.video])
 
     def _write(self, docs: list[IndexDocument]) -> int:
         if not docs:

@@ -141,6 +141,8 @@ class IndexDocument(BaseModel):
     width: int | None = None
     height: int | None = None
     duration: float | None = None
+    scene_count: int | None = None
+    strip: str | None = Field(default=None, description="URI of a video's scene strip image")
     fingerprint: str | None = None
     model: str | None = None
     clip_vector: Vector
@@ -211,6 +213,8 @@ class SearchResult(BaseModel):
     width: int | None = None
     height: int | None = None
     duration: float | None = None
+    scene_count: int | None = None
+    strip_url: str | None = None
     explanation: str = ""
 
 
@@ -236,6 +240,8 @@ class ItemResponse(BaseModel):
     width: int | None = None
     height: int | None = None
     duration: float | None = None
+    scene_count: int | None = None
+    strip_url: str | None = None
 
 
 class ErrorResponse(BaseModel):

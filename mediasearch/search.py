@@ -239,5 +239,7 @@ class SearchService:
             width=doc.width,
             height=doc.height,
             duration=doc.duration,
+            scene_count=doc.scene_count,
+            strip_url=self.links.url(doc.id, doc.strip, "strip"),
             explanation=video.explanation if video else explanation,
         )

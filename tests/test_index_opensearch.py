@@ -58,6 +58,8 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
             "width": {"type": "integer"},
             "height": {"type": "integer"},
             "duration": {"type": "float"},
+            "scene_count": {"type": "integer"},
+            "strip": {"type": "keyword", "index": False},
             "fingerprint": {"type": "keyword"},
             "model": {"type": "keyword"},
             "clip_vector": {

@@ -34,6 +34,8 @@ _SCALAR_FIELDS: list[pa.Field] = [
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("duration", pa.float64()),
+    pa.field("scene_count", pa.int32()),
+    pa.field("strip", pa.string()),
     pa.field("fingerprint", pa.string()),
     pa.field("model", pa.string()),
 ]

@@ -105,6 +105,8 @@ def index_body(spec: IndexSpec) -> dict[str, Any]:
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
                 "duration": {"type": "float"},
+                "scene_count": {"type": "integer"},
+                "strip": {"type": "keyword", "index": False},
                 "fingerprint": {"type": "keyword"},
                 "model": {"type": "keyword"},
                 VectorField.CLIP.value: _knn_vector(spec.clip_dim),
