@@ -21,7 +21,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
@@ -66,6 +66,12 @@ class VideoOptions(BaseModel):
         description="frames are scaled to this width for detection; colour stats survive it",
     )
     margin_frames: int = Field(2, ge=0, description="sampled frames keep this far from a cut")
+    keyframe_snap: float = Field(
+        0.25,
+        ge=0,
+        le=0.5,
+        description="a sample may move this fraction of the sample spacing to land on a keyframe (cheap to seek to)",
+    )
     jpeg_quality: int = Field(90, ge=30, le=100)
     decode_threads: int = Field(0, ge=0, description="decoder threads per video; 0 lets FFmpeg choose")
 
@@ -206,6 +212,20 @@ def _configure_threads(stream: av.video.stream.VideoStream, threads: int) -> Non
         stream.codec_context.thread_count = threads
 
 
+def _decode_noting_keyframes(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, keyframes: list[float]
+) -> Iterator[av.VideoFrame]:
+    """Decoded frames of `stream`, appending to `keyframes` the time of every packet a seek can land on.
+
+    The demuxer's sync flag, not the decoded frame's: encoders insert I-frames at scene changes that
+    are not sync points, and seeking to one of those lands on the previous real keyframe anyway.
+    """
+    for packet in container.demux(stream):
+        if packet.is_keyframe and packet.pts is not None and packet.time_base is not None:
+            keyframes.append(float(packet.pts * packet.time_base))
+        yield from packet.decode()
+
+
 def detect_scenes(
     path: str | os.PathLike[str], options: VideoOptions, timings: Timings | None = None
 ) -> Detection:
@@ -229,7 +249,7 @@ def detect_scenes(
         keyframes: list[float] = []
         cuts: list[int] = []
         last_duration = 1.0 / fps
-        frames = container.decode(stream)
+        frames = _decode_noting_keyframes(container, stream, keyframes)
         t0 = time.perf_counter()
         idx = 0
         try:
@@ -240,8 +260,6 @@ def detect_scenes(
                 if frame.duration and frame.time_base:
                     last_duration = float(frame.duration * frame.time_base)
                 times.append(t)
-                if frame.key_frame:
-                    keyframes.append(t)
                 small = detection_image(frame, dw, dh)
                 t1 = time.perf_counter()
                 timings.decode += t1 - t0
@@ -344,9 +362,21 @@ def sample_times(t_start: float, t_end: float, n: int, margin_s: float = 0.0) ->
 
 
 def sample_frame_indices(
-    a: int, b: int, frame_times: Sequence[float], scene_end: float, n: int, margin_frames: int
+    a: int,
+    b: int,
+    frame_times: Sequence[float],
+    scene_end: float,
+    n: int,
+    margin_frames: int,
+    keyframes: Sequence[int] = (),
+    snap: float = 0.0,
 ) -> list[int]:
-    """Indices of up to `n` distinct frames of scene [a, b), evenly spread in time, `margin_frames` from the cuts."""
+    """Indices of up to `n` distinct frames of scene [a, b), evenly spread in time, `margin_frames` from the cuts.
+
+    With `snap` > 0 a sample may move up to `snap` x the spacing between samples onto a keyframe
+    (indices in `keyframes`): a keyframe decodes on its own after a seek, any other frame needs every
+    frame since the previous keyframe, so this is most of the cost of extraction.
+    """
     if b <= a:
         return []
     m = min(margin_frames, (b - a - 1) // 2)
@@ -357,13 +387,18 @@ def sample_frame_indices(
     # The span of the usable frames, counting the last one's display time, split into n parts.
     last = float(frame_times[hi + 1]) if hi + 1 < len(frame_times) else scene_end
     targets = sample_times(float(times[0]), last, n)
+    reach = snap * (last - float(times[0])) / n
+    keys = [k for k in keyframes if lo <= k <= hi] if reach > 0 else []
     picked: list[int] = []
     for t in targets:
         i = int(np.searchsorted(times, t, side="right")) - 1  # the frame on screen at time t
-        i = min(max(i, 0), len(times) - 1)
-        if lo + i not in picked:
-            picked.append(lo + i)
-    return picked
+        i = lo + min(max(i, 0), len(times) - 1)
+        near = [k for k in keys if abs(float(frame_times[k]) - t) <= reach and k not in picked]
+        if near:
+            i = min(near, key=lambda k: abs(float(frame_times[k]) - t))
+        if i not in picked:
+            picked.append(i)
+    return sorted(picked)
 
 
 def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -481,11 +516,21 @@ class VideoPreprocessor:
         check_complete(path, info, det)
         ranges = scene_ranges(det.cuts, det.frame_times, det.duration, opts.max_scene_s)
 
+        key_idx = np.searchsorted(det.frame_times, np.asarray(det.keyframe_times) - 1e-6).tolist()
         picks: list[list[int]] = []
         for a, b in ranges:
             end = float(det.frame_times[b]) if b < len(det.frame_times) else det.duration
             picks.append(
-                sample_frame_indices(a, b, det.frame_times, end, opts.frames_per_scene, opts.margin_frames)
+                sample_frame_indices(
+                    a,
+                    b,
+                    det.frame_times,
+                    end,
+                    opts.frames_per_scene,
+                    opts.margin_frames,
+                    key_idx if info.seekable else (),
+                    opts.keyframe_snap,
+                )
             )
         wanted = [float(det.frame_times[i]) for idx in picks for i in idx]
         t0 = time.perf_counter()

@@ -67,6 +67,16 @@ def test_sample_frame_indices_keep_away_from_cuts_and_are_distinct() -> None:
     assert sample_frame_indices(5, 5, times, 0.2, 3, 2) == []
 
 
+def test_sampling_snaps_to_a_nearby_keyframe_only() -> None:
+    times = [i / 30 for i in range(90)]
+    plain = sample_frame_indices(30, 60, times, 2.0, 3, margin_frames=2)
+    assert plain == [36, 45, 53]
+    # A keyframe two frames from a target is taken (cheap to seek to); the cut frame itself and a
+    # keyframe farther than `snap` x the spacing are not.
+    assert sample_frame_indices(30, 60, times, 2.0, 3, 2, keyframes=[30, 47, 59], snap=0.25) == [36, 47, 53]
+    assert sample_frame_indices(30, 60, times, 2.0, 3, 2, keyframes=[50], snap=0.1) == plain
+
+
 def test_scene_ranges_window_long_scenes_only() -> None:
     times = [i / 25 for i in range(200)]  # 8 s
     assert scene_ranges([], times, 8.0, 10.0) == [(0, 200)]
