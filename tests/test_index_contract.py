@@ -182,3 +182,25 @@ def test_delete_and_delete_where(filled: VectorIndex) -> None:
     assert filled.delete_where(IndexFilter(kinds=(DocKind.SCENE,), video_id="v1")) == 3
     assert filled.count(IndexFilter(kinds=(DocKind.SCENE,))) == 2
     assert filled.get("d20") is not None
+
+
+def test_hybrid_fuses_keyword_and_vector_scores(filled: VectorIndex) -> None:
+    from mediasearch.index.base import HybridWeights
+
+    images = IndexFilter(kinds=(DocKind.IMAGE,))
+    # The vector points at d4, the words at d0's caption: each part alone would rank another first.
+    keyword_heavy = filled.hybrid("red circle", unit(4), 6, images, HybridWeights(keyword=0.9, vector=0.1))
+    vector_heavy = filled.hybrid("red circle", unit(4), 6, images, HybridWeights(keyword=0.1, vector=0.9))
+    assert keyword_heavy[0].document.id == "d0"
+    assert vector_heavy[0].document.id == "d4"
+    for hits in (keyword_heavy, vector_heavy):
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 + 1e-6 for s in scores)
+        assert {h.document.kind for h in hits} == {DocKind.IMAGE}
+    if keyword_heavy[0].parts:  # backends that report the parts must report them consistently
+        top = keyword_heavy[0]
+        assert top.parts["keyword"] == pytest.approx(1.0)
+        assert top.score == pytest.approx(HybridWeights(0.9, 0.1).combine(**top.parts), abs=1e-5)
+    # Filters hold for both parts: no scene sneaks in through its tags.
+    scenes = filled.hybrid("dog park", unit(10), 10, IndexFilter(kinds=(DocKind.SCENE,), video_id="v2"))
+    assert {h.document.id for h in scenes} <= {"d20", "d21"}

@@ -836,3 +836,76 @@ def test_smoke_against_a_real_cluster() -> None:
     finally:
         index.client.indices.delete(index=settings.collection, ignore_unavailable=True)
         index.close()
+
+
+def test_hybrid_query_body_filters_both_subqueries() -> None:
+    from mediasearch.index.opensearch import hybrid_query
+
+    body = hybrid_query("red car", np.array([1.0, 0.0], dtype=np.float32), 3, IndexFilter(tags=("car",)))
+    tag_filter = [{"term": {"tags": "car"}}]
+    assert body == {
+        "size": 3,
+        "_source": {"excludes": ["clip_vector", "caption_vector"]},
+        "query": {
+            "hybrid": {
+                "queries": [
+                    {
+                        "bool": {
+                            "must": [{"multi_match": {"query": "red car", "fields": ["caption", "tags"]}}],
+                            "filter": tag_filter,
+                        }
+                    },
+                    {
+                        "knn": {
+                            "clip_vector": {
+                                "vector": [1.0, 0.0],
+                                "k": 3,
+                                "filter": {"bool": {"filter": tag_filter}},
+                            }
+                        }
+                    },
+                ]
+            }
+        },
+    }
+
+
+def test_search_pipeline_is_the_documented_normalization_processor() -> None:
+    from mediasearch.index.base import HybridWeights
+    from mediasearch.index.opensearch import search_pipeline_body, search_pipeline_name
+
+    weights = HybridWeights(keyword=0.25, vector=0.75)
+    assert search_pipeline_name(weights) == "mediasearch-hybrid-0_25-0_75"
+    assert search_pipeline_body(weights)["phase_results_processors"] == [
+        {
+            "normalization-processor": {
+                "normalization": {"technique": "min_max"},
+                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.25, 0.75]}},
+            }
+        }
+    ]
+
+
+def test_hybrid_creates_the_pipeline_once_and_searches_through_it(
+    cluster: FakeCluster, index: OpenSearchIndex
+) -> None:
+    docs = _docs()
+    hit = {"_index": "media", "_id": docs[0].id, "_score": 0.9, "_source": _source_without_vectors(docs[0])}
+    response = {
+        "took": 1,
+        "timed_out": False,
+        "_shards": SHARDS,
+        "hits": {"total": {"value": 1}, "hits": [hit]},
+    }
+    cluster.respond("PUT", "/_search/pipeline/mediasearch-hybrid-0_3-0_7", {"acknowledged": True})
+    cluster.respond("POST", "/media/_search", response)
+    cluster.respond("POST", "/media/_search", response)
+    vector = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+    hits = index.hybrid("red", vector, 1)
+    index.hybrid("red", vector, 1)
+    puts = [r for r in cluster.requests if r.method == "PUT"]
+    assert len(puts) == 1 and puts[0].body["phase_results_processors"][0]["normalization-processor"]
+    searches = [r for r in cluster.requests if r.path == "/media/_search"]
+    assert all(r.params == {"search_pipeline": "mediasearch-hybrid-0_3-0_7"} for r in searches)
+    assert "hybrid" in searches[0].body["query"]
+    assert [h.document.id for h in hits] == [docs[0].id] and hits[0].score == pytest.approx(0.9)

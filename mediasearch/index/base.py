@@ -7,7 +7,7 @@ against both. Scores are cosine similarities in [-1, 1] whatever the backend doe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -44,7 +44,24 @@ class IndexFilter:
 @dataclass(frozen=True)
 class Hit:
     document: IndexDocument
-    score: float  # cosine similarity
+    score: float  # cosine similarity; for hybrid hits the fused score in [0, 1]
+    parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: normalised "keyword" and "vector"
+
+
+@dataclass(frozen=True)
+class HybridWeights:
+    """How keyword relevance and vector similarity are mixed after min-max normalisation."""
+
+    keyword: float = 0.3
+    vector: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.keyword < 0 or self.vector < 0 or self.keyword + self.vector <= 0:
+            raise ValueError(f"hybrid weights must be >= 0 and not both 0, got {self}")
+
+    def combine(self, keyword: float, vector: float) -> float:
+        """The weighted arithmetic mean, as OpenSearch's normalization-processor computes it."""
+        return (self.keyword * keyword + self.vector * vector) / (self.keyword + self.vector)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,22 @@ class VectorIndex(ABC):
         field: VectorField = VectorField.CLIP,
     ) -> list[Hit]:
         """The k nearest documents by cosine similarity, best first, all matching `filter`."""
+
+    @abstractmethod
+    def hybrid(
+        self,
+        text: str,
+        vector: np.ndarray,
+        k: int,
+        filter: IndexFilter | None = None,
+        weights: HybridWeights = HybridWeights(),
+    ) -> list[Hit]:
+        """Keyword relevance (BM25 over captions and tags) fused with CLIP k-NN, best first.
+
+        Each list is min-max normalised and the two are combined with `weights.combine`; a document
+        one list did not return scores 0 there. `Hit.parts` holds the normalised parts when the
+        backend can report them.
+        """
 
     @abstractmethod
     def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:

@@ -13,8 +13,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from lancedb.rerankers import Reranker
 
-from mediasearch.index.base import Hit, IndexError_, IndexFilter, IndexSpec, VectorField, VectorIndex
+from mediasearch.index.base import (
+    Hit,
+    HybridWeights,
+    IndexError_,
+    IndexFilter,
+    IndexSpec,
+    VectorField,
+    VectorIndex,
+)
 from mediasearch.records import IndexDocument
 
 # Below this many rows a flat scan is both exact and fast (<5 ms at 512-d), so no ANN index is built.
@@ -42,10 +51,52 @@ _SCALAR_FIELDS: list[pa.Field] = [
 _SCALAR_NAMES = [f.name for f in _SCALAR_FIELDS]
 
 
+# Captions and tags in one analysed column: LanceDB's native full-text index covers one column.
+SEARCH_TEXT = "search_text"
+
+
+def search_text(doc: IndexDocument) -> str | None:
+    parts = [p for p in (doc.caption, " ".join(doc.tags)) if p]
+    return " ".join(parts) or None
+
+
+class MinMaxFusion(Reranker):
+    """A LanceDB reranker that fuses the way OpenSearch's normalization-processor does.
+
+    LanceDB hands `rerank_hybrid` both result lists already min-max normalised (distances: 0 best;
+    BM25 scores: 1 best); this combines them with the weighted arithmetic mean and keeps the parts,
+    so results explain themselves and rank the same way on both backends.
+    """
+
+    def __init__(self, weights: HybridWeights) -> None:
+        super().__init__(return_score="all")
+        self.weights = weights
+
+    def rerank_hybrid(self, query: str, vector_results: pa.Table, fts_results: pa.Table) -> pa.Table:
+        merged = self._merge_and_keep_scores(vector_results, fts_results)
+        if merged.num_rows == 0:
+            return merged.append_column("_relevance_score", pa.array([], pa.float32()))
+        dist = merged["_distance"].to_numpy(zero_copy_only=False).astype(np.float64)
+        bm25 = merged["_score"].to_numpy(zero_copy_only=False).astype(np.float64)
+        vector_part = np.where(np.isnan(dist), 0.0, 1.0 - dist)
+        present = ~np.isnan(bm25)
+        if present.any() and np.all(bm25[present] == 0.0):
+            # All keyword hits scored alike (e.g. a single hit): LanceDB's min-max maps them to 0,
+            # OpenSearch's to 1. A keyword match must count, so follow OpenSearch.
+            bm25 = np.where(present, 1.0, bm25)
+        keyword_part = np.nan_to_num(bm25, nan=0.0)
+        fused = self.weights.combine(keyword_part, vector_part)
+        merged = merged.append_column("_keyword_part", pa.array(keyword_part, pa.float32()))
+        merged = merged.append_column("_vector_part", pa.array(vector_part, pa.float32()))
+        merged = merged.append_column("_relevance_score", pa.array(fused, pa.float32()))
+        return merged.sort_by([("_relevance_score", "descending")])
+
+
 def schema_for(spec: IndexSpec) -> pa.Schema:
     return pa.schema(
         [
             *_SCALAR_FIELDS,
+            pa.field(SEARCH_TEXT, pa.string()),
             pa.field(VectorField.CLIP.value, pa.list_(pa.float32(), spec.clip_dim), nullable=False),
             pa.field(VectorField.CAPTION.value, pa.list_(pa.float32(), spec.caption_dim)),
         ]
@@ -126,6 +177,7 @@ class LanceDBIndex(VectorIndex):
         cap_dim = schema.field(VectorField.CAPTION.value).type.list_size
         columns: dict[str, Any] = {name: [getattr(d, name) for d in docs] for name in _SCALAR_NAMES}
         columns["kind"] = [d.kind.value for d in docs]
+        columns[SEARCH_TEXT] = [search_text(d) for d in docs]
         clip = np.stack([d.clip_vector for d in docs]).astype(np.float32, copy=False)
         if clip.shape[1] != clip_dim:
             raise IndexError_(f"clip vectors are {clip.shape[1]}-d, collection expects {clip_dim}-d")
@@ -181,7 +233,13 @@ class LanceDBIndex(VectorIndex):
     def optimize(self) -> None:
         table = self.table
         n = table.count_rows()
-        has_index = any(ix.name == f"{VectorField.CLIP.value}_idx" for ix in table.list_indices())
+        names = {ix.name for ix in table.list_indices()}
+        if f"{SEARCH_TEXT}_idx" not in names and n:
+            from lancedb.index import FTS
+
+            # English stemming and stop words, like the OpenSearch mapping's english analyzer.
+            table.create_index(SEARCH_TEXT, config=FTS(with_position=False, language="English", stem=True))
+        has_index = f"{VectorField.CLIP.value}_idx" in names
         if not has_index and n >= ANN_MIN_ROWS:
             # ~sqrt(n) partitions keeps both partition scans and the centroid search short.
             table.create_index(
@@ -220,6 +278,39 @@ class LanceDBIndex(VectorIndex):
         # LanceDB's cosine distance is 1 - cos; report the similarity itself.
         return [Hit(score=float(1.0 - row.pop("_distance")), document=self._doc(row)) for row in rows]
 
+    def hybrid(
+        self,
+        text: str,
+        vector: np.ndarray,
+        k: int,
+        filter: IndexFilter | None = None,
+        weights: HybridWeights = HybridWeights(),
+    ) -> list[Hit]:
+        if not self.exists():
+            return []
+        if f"{SEARCH_TEXT}_idx" not in {ix.name for ix in self.table.list_indices()}:
+            self.optimize()  # the full-text index is built lazily; hybrid search needs it
+        query = (
+            self.table.search(
+                query_type="hybrid", vector_column_name=VectorField.CLIP.value, fts_columns=SEARCH_TEXT
+            )
+            .vector(np.asarray(vector, dtype=np.float32))
+            .text(text)
+            .distance_type("cosine")
+            .rerank(MinMaxFusion(weights))
+            .limit(k)
+        )
+        where = where_clause(filter)
+        if where:
+            query = query.where(where, prefilter=True)
+        hits = []
+        for row in query.to_arrow().to_pylist():
+            parts = {"keyword": float(row.pop("_keyword_part")), "vector": float(row.pop("_vector_part"))}
+            score = float(row.pop("_relevance_score"))
+            row.pop("_score", None)
+            hits.append(Hit(score=score, document=self._doc(row), parts=parts))
+        return hits
+
     def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
         ids = list(dict.fromkeys(ids))
         if not ids or not self.exists():
@@ -250,5 +341,6 @@ class LanceDBIndex(VectorIndex):
     def _doc(row: dict[str, Any]) -> IndexDocument:
         row.pop("_distance", None)
         row.pop("_rowid", None)
+        row.pop(SEARCH_TEXT, None)
         row["tags"] = row.get("tags") or []
         return IndexDocument.model_validate(row)

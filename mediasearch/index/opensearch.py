@@ -30,7 +30,15 @@ from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnec
 from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
 
 from mediasearch.config import Settings
-from mediasearch.index.base import Hit, IndexError_, IndexFilter, IndexSpec, VectorField, VectorIndex
+from mediasearch.index.base import (
+    Hit,
+    HybridWeights,
+    IndexError_,
+    IndexFilter,
+    IndexSpec,
+    VectorField,
+    VectorIndex,
+)
 from mediasearch.records import IndexDocument
 
 VECTOR_FIELDS: tuple[str, ...] = (VectorField.CLIP.value, VectorField.CAPTION.value)
@@ -168,6 +176,50 @@ def knn_query(
     }
 
 
+def hybrid_query(text: str, vector: np.ndarray, k: int, filter: IndexFilter | None = None) -> dict[str, Any]:
+    """The _search body of a hybrid query: BM25 over caption and tags, and CLIP k-NN.
+
+    https://docs.opensearch.org/latest/query-dsl/compound/hybrid/ — the filter goes into each
+    subquery rather than the hybrid-level `filter` parameter, which 2.11-2.18 do not have.
+    The subquery order is the order of the weights in `search_pipeline_body`.
+    """
+    knn_body = knn_query(vector, k, filter)
+    keyword: dict[str, Any] = {"multi_match": {"query": text, "fields": ["caption", "tags"]}}
+    clause = filter_clause(filter)
+    if clause is not None:
+        keyword = {"bool": {"must": [keyword], **clause["bool"]}}
+    return {
+        "size": k,
+        "_source": knn_body["_source"],
+        "query": {"hybrid": {"queries": [keyword, knn_body["query"]]}},
+    }
+
+
+def search_pipeline_name(weights: HybridWeights) -> str:
+    return f"mediasearch-hybrid-{weights.keyword:g}-{weights.vector:g}".replace(".", "_")
+
+
+def search_pipeline_body(weights: HybridWeights) -> dict[str, Any]:
+    """Min-max normalisation then the weighted arithmetic mean, the combination HybridWeights describes.
+
+    https://docs.opensearch.org/latest/search-plugins/search-pipelines/normalization-processor/
+    """
+    return {
+        "description": "mediasearch hybrid search: keyword (BM25) + CLIP k-NN",
+        "phase_results_processors": [
+            {
+                "normalization-processor": {
+                    "normalization": {"technique": "min_max"},
+                    "combination": {
+                        "technique": "arithmetic_mean",
+                        "parameters": {"weights": [weights.keyword, weights.vector]},
+                    },
+                }
+            }
+        ],
+    }
+
+
 def _source(doc: IndexDocument) -> dict[str, Any]:
     # mode="json" turns vectors into plain lists and enums into strings; absent values (notably a
     # missing caption_vector, which knn_vector cannot hold as null) are left out.
@@ -239,6 +291,7 @@ class OpenSearchIndex(VectorIndex):
     """A collection stored as one OpenSearch index of the same name."""
 
     def __init__(self, client: OpenSearch, collection: str) -> None:
+        self._pipelines: set[str] = set()
         self.client = client
         self.collection = collection
         # Set once the index is known to exist, so writes can refuse to auto-create an index with a
@@ -348,6 +401,35 @@ class OpenSearchIndex(VectorIndex):
             return []
         return [
             Hit(document=_hit_document(hit["_source"]), score=cosine_from_score(hit["_score"]))
+            for hit in response["hits"]["hits"]
+        ]
+
+    def hybrid(
+        self,
+        text: str,
+        vector: np.ndarray,
+        k: int,
+        filter: IndexFilter | None = None,
+        weights: HybridWeights = HybridWeights(),
+    ) -> list[Hit]:
+        pipeline = search_pipeline_name(weights)
+        with self._errors("hybrid search"):
+            if pipeline not in self._pipelines:
+                # PUT is idempotent, so racing API workers may both create it.
+                self.client.search_pipeline.put(id=pipeline, body=search_pipeline_body(weights))
+                self._pipelines.add(pipeline)
+            response = self._unless_missing(
+                self.client.search,
+                index=self.collection,
+                body=hybrid_query(text, vector, k, filter),
+                params={"search_pipeline": pipeline},
+            )
+        if response is None:
+            return []
+        # The fused score is already in [0, 1]; the per-part scores are not in the response (only the
+        # 2.19+ explain processor exposes them, at a cost meant for debugging).
+        return [
+            Hit(document=_hit_document(hit["_source"]), score=float(hit["_score"]))
             for hit in response["hits"]["hits"]
         ]
 
