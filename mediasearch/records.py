@@ -163,6 +163,21 @@ class SearchFilters(BaseModel):
     min_height: int | None = Field(default=None, ge=0)
 
 
+class HybridWeightsModel(BaseModel):
+    """Weights of the two parts of a hybrid search (they need not sum to 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keyword: float = Field(0.3, ge=0, le=1)
+    clip: float = Field(0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> HybridWeightsModel:
+        if self.keyword + self.clip <= 0:
+            raise ValueError("keyword and clip weights cannot both be 0")
+        return self
+
+
 class SearchRequest(BaseModel):
     """`POST /search`: exactly one query (text, image, image_uri or video_id)."""
 
@@ -178,6 +193,7 @@ class SearchRequest(BaseModel):
     )
     k: int = Field(default=10, ge=1, le=100)
     aggregation: Aggregation = Aggregation.MAX
+    weights: HybridWeightsModel | None = Field(default=None, description="hybrid mode only; default 0.3/0.7")
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
     @model_validator(mode="after")
@@ -220,6 +236,7 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
+    facets: dict[str, int] = Field(default_factory=dict, description="tag -> number of results carrying it")
     took_ms: float
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
 from mediasearch.encoder import QueryEncoder
-from mediasearch.index.base import Hit, IndexFilter, VectorIndex
+from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
 from mediasearch.links import MediaLinks
 from mediasearch.records import (
     Aggregation,
@@ -28,6 +29,7 @@ from mediasearch.records import (
     ResultKind,
     SceneHit,
     SearchFilters,
+    SearchMode,
     SearchRequest,
     SearchResponse,
     SearchResult,
@@ -101,14 +103,38 @@ def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFil
     )
 
 
+class TextVectoriser(Protocol):
+    """What caption mode needs: the caption text embedder (see `mediasearch.models.text_embedder`)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Query:
+    """A request turned into what the index is asked: a vector, and the text for keyword relevance."""
+
+    vector: np.ndarray
+    field: VectorField = VectorField.CLIP
+    text: str | None = None  # set in hybrid mode
+    exclude_video_id: str | None = None  # "more like this video" leaves the video itself out
+
+
 class SearchService:
     def __init__(
-        self, index: VectorIndex, encoder: QueryEncoder, store: ObjectStore | None, links: MediaLinks
+        self,
+        index: VectorIndex,
+        encoder: QueryEncoder,
+        store: ObjectStore | None,
+        links: MediaLinks,
+        text_embedder: TextVectoriser | None = None,
+        hybrid_weights: HybridWeights = HybridWeights(),
     ) -> None:
         self.index = index
         self.encoder = encoder
         self.store = store
         self.links = links
+        self.text_embedder = text_embedder
+        self.hybrid_weights = hybrid_weights
 
     def warm_up(self) -> None:
         """Load the query model now rather than inside the first request's latency."""
@@ -157,26 +183,54 @@ class SearchService:
 
     # -- search -------------------------------------------------------------------------------------
 
+    def plan(self, req: SearchRequest) -> Query:
+        if req.mode is SearchMode.CLIP:
+            vector, exclude = self.query_vector(req)
+            return Query(vector, exclude_video_id=exclude)
+        if req.text is None:
+            raise QueryError("mode", f"{req.mode.value} mode searches with text: give `text`")
+        if not req.text.strip():
+            raise QueryError("text", "text is blank")
+        if req.mode is SearchMode.CAPTION:
+            if self.text_embedder is None:
+                raise QueryError("mode", "caption search is not configured on this server", status=501)
+            return Query(self.text_embedder.embed([req.text])[0], field=VectorField.CAPTION)
+        return Query(self.encoder.encode_text(req.text), text=req.text)
+
+    def weights(self, req: SearchRequest) -> HybridWeights:
+        if req.weights is None:
+            return self.hybrid_weights
+        return HybridWeights(keyword=req.weights.keyword, vector=req.weights.clip)
+
+    def hits(self, query: Query, req: SearchRequest, k: int, kinds: tuple[DocKind, ...]) -> list[Hit]:
+        flt = index_filter(req.filters, kinds)
+        if query.text is not None:
+            return self.index.hybrid(query.text, query.vector, k, flt, self.weights(req))
+        return self.index.knn(query.vector, k, flt, field=query.field)
+
     def search(self, req: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
-        vector, exclude = self.query_vector(req)
+        query = self.plan(req)
         results: list[SearchResult] = []
         if ResultKind.IMAGE in req.kinds and req.video_id is None:
-            hits = self.index.knn(vector, req.k, index_filter(req.filters, (DocKind.IMAGE,)))
-            results.extend(self.image_result(h) for h in hits)
+            hits = self.hits(query, req, req.k, (DocKind.IMAGE,))
+            results.extend(self.image_result(h, query, req) for h in hits)
         if ResultKind.VIDEO in req.kinds:
-            if exclude is not None:
-                results.extend(self.similar_videos(vector, req.k, req.filters, exclude))
+            if query.exclude_video_id is not None:
+                results.extend(self.similar_videos(query.vector, req.k, req.filters, query.exclude_video_id))
             else:
-                results.extend(self.video_results(vector, req))
+                results.extend(self.video_results(query, req))
         results.sort(key=lambda r: r.score, reverse=True)
+        results = results[: req.k]
         return SearchResponse(
-            results=results[: req.k], took_ms=round((time.perf_counter() - started) * 1000, 2)
+            results=results,
+            facets=dict(Counter(t for r in results for t in r.tags).most_common()),
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    def video_results(self, vector: np.ndarray, req: SearchRequest) -> list[SearchResult]:
+    def video_results(self, query: Query, req: SearchRequest) -> list[SearchResult]:
         candidates = min(req.k * SCENES_PER_VIDEO, 1000)
-        hits = self.index.knn(vector, candidates, index_filter(req.filters, (DocKind.SCENE,)))
+        hits = self.hits(query, req, candidates, (DocKind.SCENE,))
         videos = aggregate_scenes(hits, req.aggregation, req.k)
         docs = {d.id: d for d in self.index.get_many(v.video_id for v in videos)}
         return [self.video_result(docs[v.video_id], v) for v in videos if v.video_id in docs]
@@ -195,7 +249,21 @@ class SearchService:
 
     # -- result records -----------------------------------------------------------------------------
 
-    def image_result(self, hit: Hit) -> SearchResult:
+    def explain(self, hit: Hit, query: Query, req: SearchRequest, what: str) -> str:
+        if query.text is not None:
+            w = self.weights(req)
+            if hit.parts:
+                return (
+                    f"hybrid {hit.score:.3f} = ({w.keyword:g} x keyword {hit.parts['keyword']:.3f} + "
+                    f"{w.vector:g} x clip {hit.parts['vector']:.3f}) / {w.keyword + w.vector:g}, "
+                    "each part min-max normalised over the candidates"
+                )
+            return f"hybrid {hit.score:.3f}: keyword weight {w.keyword:g}, clip weight {w.vector:g}, min-max normalised"
+        if query.field is VectorField.CAPTION:
+            return f"cosine similarity {hit.score:.3f} between the query and the {what}'s caption"
+        return f"cosine similarity {hit.score:.3f} between the query and the {what}"
+
+    def image_result(self, hit: Hit, query: Query, req: SearchRequest) -> SearchResult:
         doc = hit.document
         return SearchResult(
             id=doc.id,
@@ -208,7 +276,7 @@ class SearchService:
             tags=doc.tags,
             width=doc.width,
             height=doc.height,
-            explanation=f"cosine similarity {hit.score:.3f} between the query and the image",
+            explanation=self.explain(hit, query, req, "image"),
         )
 
     def video_result(

@@ -33,11 +33,22 @@ def test_demo_corpus_ingest_search_eval(tmp_path, tiny_clip_dir) -> None:
 
     made = run("demo-data", "--limit", "24")
     assert made.exit_code == 0 and "24 images with labels" in made.output
+    assert "14 videos with scene labels" in made.output
     ingested = run("ingest", str(tmp_path / "data" / "demo"))
     assert ingested.exit_code == 0, ingested.output
-    assert "indexed 24, failed 0; index holds 24 documents" in ingested.output
+    assert "scanned 38, unchanged 0" in ingested.output
+    assert "(14 videos), failed 0" in ingested.output
+    again = run("ingest", str(tmp_path / "data" / "demo"))
+    assert "scanned 38, unchanged 38, embedded 0" in again.output
 
-    found = run("search", "a red circle", "--k", "5", "--json")
+    videos = run("search", "a red circle", "--kind", "video", "--k", "3", "--json")
+    assert videos.exit_code == 0, videos.output
+    best = json.loads(videos.output)["results"][0]
+    assert best["kind"] == "video" and best["scenes"] and best["explanation"].startswith("max over")
+    similar = run("similar", best["id"], "--k", "2")
+    assert similar.exit_code == 0 and similar.output.count(" video ") == 2
+
+    found = run("search", "a red circle", "--kind", "image", "--k", "5", "--json")
     assert found.exit_code == 0, found.output
     body = json.loads(found.output)
     assert len(body["results"]) == 5 and all(r["kind"] == "image" for r in body["results"])
