@@ -318,3 +318,16 @@ def test_deploy_creates_then_updates_the_stack_keeping_previous_parameters(
 
     bad = runner.invoke(app, ["aws", "deploy", "--stack", "ms", "--template", str(template), "-p", "oops"])
     assert bad.exit_code != 0 and "KEY=VALUE" in bad.output
+
+
+def test_jobs_entry_point_is_the_cli_command() -> None:
+    import importlib.util
+
+    from mediasearch.aws.cli import transform
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / "sagemaker_transform.py"
+    spec = importlib.util.spec_from_file_location("sagemaker_transform_job", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.transform is transform

@@ -291,7 +291,8 @@ def transform(
 def _load(store: Any, index: Any, prefix: str) -> None:
     from mediasearch.loader import Loader
 
-    loader = Loader(store, index)
+    # The loader reads video sidecars from the work area to turn frame vectors into scenes.
+    loader = Loader(store, index, work_prefix=get_settings().work_prefix)
     report = loader.load(loader.output_keys(prefix))
     typer.echo(
         f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
