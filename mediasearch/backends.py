@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from mediasearch.config import EncoderBackend, IndexBackend, Settings
 from mediasearch.encoder import LocalEncoder, QueryEncoder, SageMakerEncoder
-from mediasearch.index.base import VectorIndex
+from mediasearch.index.base import HybridWeights, VectorIndex
 from mediasearch.inference import ClipHandler
+from mediasearch.links import MediaLinks
+from mediasearch.models.captioner import CaptionModel
 from mediasearch.models.clip import ClipModel
+from mediasearch.models.text_embedder import TextEmbedder
+from mediasearch.search import SearchService
 from mediasearch.storage import ObjectStore, open_store
 from mediasearch.video import VideoOptions
+from mediasearch.video_documents import TagOptions
 
 
 def store(settings: Settings) -> ObjectStore:
@@ -29,11 +34,45 @@ def clip_model(settings: Settings) -> ClipModel:
     return ClipModel(settings.clip_model, device=settings.device, batch_size=settings.batch_size)
 
 
-def clip_handler(settings: Settings, model: ClipModel | None = None) -> ClipHandler:
+def captioner(settings: Settings) -> CaptionModel:
+    return CaptionModel(
+        settings.caption_model,
+        device=settings.device,
+        max_length=settings.caption_max_length,
+        num_beams=settings.caption_beams,
+    )
+
+
+def text_embedder(settings: Settings) -> TextEmbedder:
+    return TextEmbedder(settings.text_model, device=settings.device)
+
+
+def clip_handler(
+    settings: Settings, model: ClipModel | None = None, captions: bool | None = None
+) -> ClipHandler:
+    """The transform's handler: CLIP, plus the captioner when captions are on (setting or override)."""
     return ClipHandler(
         model or clip_model(settings),
         decode_workers=settings.decode_workers,
         max_pixels=settings.max_image_pixels,
+        captioner=captioner(settings) if (settings.captions if captions is None else captions) else None,
+    )
+
+
+def tag_options(settings: Settings) -> TagOptions:
+    return TagOptions(top_n=settings.tags_top_n, min_frames=settings.tags_min_frames)
+
+
+def search_service(settings: Settings, base_url: str = "") -> SearchService:
+    return SearchService(
+        index(settings),
+        encoder(settings),
+        store(settings),
+        MediaLinks(base_url, presign_expiry_s=settings.presign_expiry_s),
+        text_embedder=text_embedder(settings),
+        hybrid_weights=HybridWeights(
+            keyword=settings.hybrid_keyword_weight, vector=settings.hybrid_clip_weight
+        ),
     )
 
 

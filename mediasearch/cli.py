@@ -48,12 +48,7 @@ def _fail_summary(failures: list[TransformResult], total: int, what: str = "item
 
 
 def _service(settings: Settings):  # type: ignore[no-untyped-def]
-    from mediasearch.links import MediaLinks
-    from mediasearch.search import SearchService
-
-    return SearchService(
-        backends.index(settings), backends.encoder(settings), backends.store(settings), MediaLinks()
-    )
+    return backends.search_service(settings)
 
 
 @app.command("demo-data")
@@ -81,8 +76,11 @@ def demo_data(
 def ingest(
     source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix to index")],
     batch_size: Annotated[int | None, typer.Option(help="images per forward pass")] = None,
+    captions: Annotated[
+        bool | None, typer.Option("--captions/--no-captions", help="caption images and frames (default: settings)")
+    ] = None,
 ) -> None:
-    """Scan SOURCE, embed new or changed images (batch transform) and load them into the index."""
+    """Scan SOURCE, preprocess videos, embed (and caption) new or changed media, load them into the index."""
     from mediasearch.ingest import ingest as run_ingest
     from mediasearch.storage import open_store
 
@@ -92,12 +90,14 @@ def ingest(
     report = run_ingest(
         store,
         index,
-        backends.clip_handler(settings),
+        backends.clip_handler(settings, captions=captions),
         work=settings.work_prefix,
         batch_size=batch_size or settings.batch_size,
         manifest_lines=settings.manifest_lines,
         video_options=backends.video_options(settings),
         video_workers=settings.video_workers,
+        text_embedder=backends.text_embedder(settings),
+        tags=backends.tag_options(settings),
     )
     typer.echo(
         f"scanned {report.scanned}, unchanged {report.unchanged}, embedded {report.transform.records}, "
@@ -144,6 +144,7 @@ def preprocess(
 def transform(
     location: Annotated[str, typer.Argument(help="store location whose manifests (*.jsonl) to run")],
     prefix: Annotated[str, typer.Option(help="only manifests under this key prefix")] = "",
+    captions: Annotated[bool | None, typer.Option("--captions/--no-captions")] = None,
 ) -> None:
     """Run the batch transform locally over manifests, writing <manifest>.out beside each (resumable)."""
     from mediasearch.storage import open_store
@@ -151,7 +152,7 @@ def transform(
 
     settings = _settings()
     runner = TransformRunner(
-        open_store(location), backends.clip_handler(settings), batch_size=settings.batch_size
+        open_store(location), backends.clip_handler(settings, captions=captions), batch_size=settings.batch_size
     )
     report = runner.run(prefix=prefix)
     typer.echo(
@@ -172,7 +173,13 @@ def load(
 
     settings = _settings()
     index = backends.index(settings)
-    loader = Loader(open_store(location), index, work_prefix=settings.work_prefix)
+    loader = Loader(
+        open_store(location),
+        index,
+        work_prefix=settings.work_prefix,
+        text_embedder=backends.text_embedder(settings),
+        tags=backends.tag_options(settings),
+    )
     report = loader.load(loader.output_keys(prefix))
     typer.echo(
         f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"

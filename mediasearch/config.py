@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     max_scene_s: float = Field(10.0, gt=0, description="longer shots are split into windows of this length")
     video_workers: int = Field(1, ge=1, description="videos preprocessed in parallel")
 
+    captions: bool = Field(False, description="caption images and frames in the transform (captioner + tags)")
+    caption_model: str = Field("nlpconnect/vit-gpt2-image-captioning", description="hub id or local directory")
+    caption_max_length: int = Field(24, ge=4, le=128)
+    caption_beams: int = Field(1, ge=1, le=8)
+    text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="caption text embedder")
+    tags_top_n: int = Field(10, ge=1, description="tags kept per video")
+    tags_min_frames: int = Field(2, ge=1, description="frames that must carry a tag for the video to get it")
+    hybrid_keyword_weight: float = Field(0.3, ge=0, le=1)
+    hybrid_clip_weight: float = Field(0.7, ge=0, le=1)
+
     index_backend: IndexBackend = IndexBackend.LANCEDB
     collection: str = Field("media", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     lancedb_uri: str = Field("mediasearch-data/lancedb")

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field, ValidationError
 
+from mediasearch.models.captioner import CaptionModel
 from mediasearch.models.clip import ClipModel
 from mediasearch.records import ManifestRecord, TransformResult, stable_id
 from mediasearch.storage import StoreError, read_uri
@@ -48,7 +49,8 @@ class TextQuery(BaseModel):
 
 class EmbeddingResponse(BaseModel):
     model: str
-    embeddings: list[list[float]]
+    embeddings: list[list[float]] = Field(default_factory=list)
+    captions: list[str] | None = None
 
 
 @dataclass
@@ -61,7 +63,8 @@ class ManifestBatch:
 @dataclass
 class PreparedBatch:
     records: list[ManifestRecord | TransformResult]
-    pixels: np.ndarray | None  # rows for the records that decoded, in order
+    pixels: np.ndarray | None  # CLIP input rows for the records that decoded, in order
+    caption_pixels: np.ndarray | None = None  # captioner input rows, same order
     ok_rows: list[int] = field(default_factory=list)
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
@@ -110,14 +113,23 @@ def parse_manifest_line(line: str, line_no: int) -> ManifestRecord | TransformRe
 
 
 class ClipHandler:
+    """CLIP embeddings, and captions when a captioner is given (one decode feeds both models).
+
+    With `model=None` and a captioner it is the captioning handler (`model_handlers/captioning`).
+    """
+
     def __init__(
         self,
-        model: ClipModel,
+        model: ClipModel | None,
         fetch: Callable[[str], bytes] = read_uri,
         decode_workers: int = 4,
         max_pixels: int = 40_000_000,
+        captioner: CaptionModel | None = None,
     ) -> None:
+        if model is None and captioner is None:
+            raise ValueError("a handler needs a CLIP model, a captioner or both")
         self.model = model
+        self.captioner = captioner
         self.fetch = fetch
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
@@ -154,10 +166,17 @@ class ClipHandler:
         if isinstance(data, ManifestBatch):
             return self.embed(self.prepare(data.items))
         if isinstance(data, TextQuery):
-            vectors = self.model.embed_texts(data.text)
-        else:
-            vectors = self.model.embed_images([data])
-        return EmbeddingResponse(model=self.model.name, embeddings=vectors.tolist())
+            if self.model is None:
+                raise BadRequest("this endpoint captions images; it has no text encoder")
+            return EmbeddingResponse(
+                model=self.model.name, embeddings=self.model.embed_texts(data.text).tolist()
+            )
+        response = EmbeddingResponse(model=self.model.name if self.model else self.captioner.name)  # type: ignore[union-attr]
+        if self.model is not None:
+            response.embeddings = self.model.embed_images([data]).tolist()
+        if self.captioner is not None:
+            response.captions = self.captioner.caption_images([data])
+        return response
 
     def output_fn(
         self, prediction: list[TransformResult] | EmbeddingResponse, accept: str
@@ -169,21 +188,28 @@ class ClipHandler:
 
     # -- the two halves of a batch prediction ------------------------------------------------------
 
-    def _load_one(self, record: ManifestRecord) -> tuple[np.ndarray, tuple[int, int]]:
+    def _load_one(
+        self, record: ManifestRecord
+    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[int, int]]:
         data = self.fetch(record.uri)
         image = decode_image(data, self.max_pixels)
-        return self.model.preprocess(image), image.size
+        clip = self.model.preprocess(image) if self.model is not None else None
+        caption = self.captioner.preprocess(image) if self.captioner is not None else None
+        return clip, caption, image.size
 
     def prepare(self, records: Sequence[ManifestRecord | TransformResult]) -> PreparedBatch:
         """Fetch, decode and preprocess concurrently; failures become per-record errors."""
-        self.model.load()
+        for m in (self.model, self.captioner):
+            if m is not None:
+                m.load()
         batch = PreparedBatch(records=list(records), pixels=None)
         todo = [(i, r) for i, r in enumerate(records) if not isinstance(r, TransformResult)]
         futures = [(i, self._pool.submit(self._load_one, r)) for i, r in todo]
         rows: list[np.ndarray] = []
+        caption_rows: list[np.ndarray] = []
         for i, fut in futures:
             try:
-                pixels, size = fut.result()
+                pixels, caption_pixels, size = fut.result()
             except (ImageDecodeError, StoreError) as exc:
                 batch.errors[i] = str(exc)
                 continue
@@ -192,12 +218,25 @@ class ClipHandler:
                 continue
             batch.ok_rows.append(i)
             batch.sizes[i] = size
-            rows.append(pixels)
+            if pixels is not None:
+                rows.append(pixels)
+            if caption_pixels is not None:
+                caption_rows.append(caption_pixels)
         batch.pixels = np.stack(rows) if rows else None
+        batch.caption_pixels = np.stack(caption_rows) if caption_rows else None
         return batch
 
     def embed(self, batch: PreparedBatch) -> list[TransformResult]:
-        vectors = self.model.embed_pixels(batch.pixels) if batch.pixels is not None else None
+        vectors = (
+            self.model.embed_pixels(batch.pixels)
+            if self.model is not None and batch.pixels is not None
+            else None
+        )
+        captions = (
+            self.captioner.caption_pixels(batch.caption_pixels)
+            if self.captioner is not None and batch.caption_pixels is not None
+            else None
+        )
         row_of = {i: n for n, i in enumerate(batch.ok_rows)}
         out: list[TransformResult] = []
         for i, record in enumerate(batch.records):
@@ -206,13 +245,14 @@ class ClipHandler:
             elif i in batch.errors:
                 out.append(error_result(record, batch.errors[i]))
             else:
-                assert vectors is not None
                 w, h = batch.sizes[i]
+                row = row_of[i]
                 out.append(
                     TransformResult(
                         **record.model_dump(),
-                        clip=vectors[row_of[i]],
-                        model=self.model.name,
+                        clip=vectors[row] if vectors is not None else None,
+                        model=self.model.name if self.model is not None else None,
+                        caption=captions[row] if captions is not None else None,
                         width=w,
                         height=h,
                     )

@@ -16,9 +16,11 @@ from mediasearch.loader import Loader, LoadReport
 from mediasearch.manifests import changed, scan_images, write_manifests
 from mediasearch.preprocess import PreprocessJob, PreprocessSummary, list_videos
 from mediasearch.records import TransformResult, stable_id
+from mediasearch.search import TextVectoriser
 from mediasearch.storage import ObjectStore
 from mediasearch.transform import TransformReport, TransformRunner
 from mediasearch.video import VideoOptions
+from mediasearch.video_documents import TagOptions
 
 
 @dataclass
@@ -56,6 +58,8 @@ def ingest(
     video_options: VideoOptions | None = None,
     video_workers: int = 1,
     progress: bool = True,
+    text_embedder: TextVectoriser | None = None,
+    tags: TagOptions = TagOptions(),
 ) -> IngestReport:
     report = IngestReport()
     workdir = work_prefix(prefix, work)
@@ -86,5 +90,8 @@ def ingest(
         return report
     runner = TransformRunner(store, handler, batch_size=batch_size, progress=progress)
     report.transform = runner.run(report.manifests)
-    report.load = Loader(store, index, work_prefix=workdir, progress=progress).load(report.transform.outputs)
+    loader = Loader(
+        store, index, work_prefix=workdir, progress=progress, text_embedder=text_embedder, tags=tags
+    )
+    report.load = loader.load(report.transform.outputs)
     return report

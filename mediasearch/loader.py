@@ -21,9 +21,11 @@ from mediasearch.index.base import IndexFilter, IndexSpec, VectorIndex
 from mediasearch.inference import parse_output_lines
 from mediasearch.preprocess import WorkLayout
 from mediasearch.records import DocKind, IndexDocument, MediaKind, TransformResult, VideoRecord
+from mediasearch.search import TextVectoriser
 from mediasearch.storage import ObjectStore, StoreError
+from mediasearch.tags import extract_tags
 from mediasearch.transform import OUTPUT_SUFFIX
-from mediasearch.video_documents import build_video_documents
+from mediasearch.video_documents import TagOptions, build_video_documents
 
 
 @dataclass
@@ -45,7 +47,8 @@ def image_document(result: TransformResult) -> IndexDocument:
         kind=DocKind.IMAGE,
         uri=result.uri,
         thumbnail=result.uri,
-        caption=result.caption,
+        caption=result.caption or None,
+        tags=extract_tags(result.caption) if result.caption else [],
         width=result.width,
         height=result.height,
         fingerprint=result.fingerprint,
@@ -62,9 +65,13 @@ class Loader:
         work_prefix: str = "_mediasearch",
         batch_size: int = 500,
         progress: bool = True,
+        text_embedder: TextVectoriser | None = None,
+        tags: TagOptions = TagOptions(),
     ) -> None:
         self.store = store
         self.index = index
+        self.text_embedder = text_embedder
+        self.tags = tags
         self.layout = WorkLayout(work_prefix)
         self.batch_size = batch_size
         self.progress = progress
@@ -102,10 +109,12 @@ class Loader:
             record = VideoRecord.model_validate_json(self.store.get(sidecar))
         except (StoreError, ValueError) as exc:
             report.failures.append(
-                TransformResult(id=video_id, uri=self.store.uri(sidecar), error=f"video sidecar unreadable: {exc}")
+                TransformResult(
+                    id=video_id, uri=self.store.uri(sidecar), error=f"video sidecar unreadable: {exc}"
+                )
             )
             return 0
-        docs = build_video_documents(record, frames)
+        docs = build_video_documents(record, frames, self.tags)
         if docs.video is None:
             report.failures.append(
                 TransformResult(id=video_id, uri=record.uri, error="; ".join(docs.problems) or "no scenes")
@@ -120,6 +129,14 @@ class Loader:
     def _write(self, docs: list[IndexDocument]) -> int:
         if not docs:
             return 0
+        captioned = [i for i, d in enumerate(docs) if d.caption and d.caption_vector is None]
+        if captioned and self.text_embedder is not None:
+            vectors = self.text_embedder.embed([docs[i].caption or "" for i in captioned])
+            for i, vector in zip(captioned, vectors, strict=True):
+                docs[i] = docs[i].model_copy(update={"caption_vector": vector})
         if not self.index.exists():
-            self.index.create(IndexSpec(clip_dim=int(docs[0].clip_vector.shape[0])))
+            # The caption width comes from the first caption vectors; without any yet (the embedder is not
+            # even loaded), all-MiniLM-L6-v2's 384, the default embedder's.
+            caption_dim = next((d.caption_vector.shape[0] for d in docs if d.caption_vector is not None), 384)
+            self.index.create(IndexSpec(clip_dim=int(docs[0].clip_vector.shape[0]), caption_dim=caption_dim))
         return self.index.upsert(docs)

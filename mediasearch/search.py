@@ -22,6 +22,7 @@ import numpy as np
 from mediasearch.encoder import QueryEncoder
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
 from mediasearch.links import MediaLinks
+from mediasearch.models.clip import ModelLoadError
 from mediasearch.records import (
     Aggregation,
     DocKind,
@@ -105,6 +106,9 @@ def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFil
 
 class TextVectoriser(Protocol):
     """What caption mode needs: the caption text embedder (see `mediasearch.models.text_embedder`)."""
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -194,7 +198,11 @@ class SearchService:
         if req.mode is SearchMode.CAPTION:
             if self.text_embedder is None:
                 raise QueryError("mode", "caption search is not configured on this server", status=501)
-            return Query(self.text_embedder.embed([req.text])[0], field=VectorField.CAPTION)
+            try:
+                vector = self.text_embedder.embed([req.text])[0]
+            except ModelLoadError as exc:
+                raise QueryError("mode", f"caption search is unavailable: {exc}", status=503) from None
+            return Query(vector, field=VectorField.CAPTION)
         return Query(self.encoder.encode_text(req.text), text=req.text)
 
     def weights(self, req: SearchRequest) -> HybridWeights:
