@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mediasearch.config import EncoderBackend, IndexBackend, Settings
 from mediasearch.encoder import LocalEncoder, QueryEncoder, SageMakerEncoder
 from mediasearch.index.base import HybridWeights, VectorIndex
@@ -12,8 +14,10 @@ from mediasearch.models.clip import ClipModel
 from mediasearch.models.text_embedder import TextEmbedder
 from mediasearch.search import SearchService
 from mediasearch.storage import ObjectStore, open_store
-from mediasearch.video import VideoOptions
 from mediasearch.video_documents import TagOptions
+
+if TYPE_CHECKING:
+    from mediasearch.video import VideoOptions
 
 
 def store(settings: Settings) -> ObjectStore:
@@ -77,6 +81,9 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
 
 
 def video_options(settings: Settings) -> VideoOptions:
+    # Imported here: PyAV/OpenCV are not in the slim query Lambda or SageMaker images.
+    from mediasearch.video import VideoOptions
+
     return VideoOptions(
         threshold=settings.scene_threshold,
         frames_per_scene=settings.frames_per_scene,

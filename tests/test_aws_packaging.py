@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tarfile
@@ -16,18 +15,6 @@ from typer.testing import CliRunner
 
 from mediasearch.aws.packaging import PackagingError, build_model_archive, handler_dir
 from mediasearch.cli import app
-
-# mediasearch.backends imports mediasearch.video (PyAV, OpenCV, PySceneDetect) at module level, and
-# neither the SageMaker container nor the Lambda image has those. Until backends imports them lazily,
-# the deployables cannot load: this test is then an expected failure, and it runs normally (and must
-# pass) once that is fixed.
-BACKENDS_NEEDS_VIDEO_STACK = bool(
-    re.search(
-        r"^(from mediasearch\.video import|import mediasearch\.video)",
-        (Path(__file__).resolve().parents[1] / "mediasearch" / "backends.py").read_text(),
-        re.M,
-    )
-)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +63,6 @@ def test_refuses_incomplete_inputs(tmp_path: Path, tiny_clip_dir: Path) -> None:
     assert (handler_dir("clip") / "inference.py").is_file()
 
 
-@pytest.mark.xfail(
-    BACKENDS_NEEDS_VIDEO_STACK, reason="mediasearch.backends imports the video stack eagerly", strict=True
-)
 def test_unpacked_archive_serves_with_its_own_code_and_requirements_only(archive, tmp_path: Path) -> None:
     """What SageMaker does: unpack to a model dir, import code/inference.py, call model_fn(model_dir).
 

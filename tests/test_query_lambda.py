@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import re
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -23,18 +22,6 @@ from mediasearch.storage import LocalStore
 from tests.conftest import COLOURS, image_bytes
 
 HANDLER = Path(__file__).resolve().parents[1] / "query_lambda" / "handler.py"
-
-# mediasearch.backends imports mediasearch.video (PyAV, OpenCV, PySceneDetect) at module level, and
-# neither the SageMaker container nor the Lambda image has those. Until backends imports them lazily,
-# the deployables cannot load: this test is then an expected failure, and it runs normally (and must
-# pass) once that is fixed.
-BACKENDS_NEEDS_VIDEO_STACK = bool(
-    re.search(
-        r"^(from mediasearch\.video import|import mediasearch\.video)",
-        (Path(__file__).resolve().parents[1] / "mediasearch" / "backends.py").read_text(),
-        re.M,
-    )
-)
 
 
 def http_api_event(method: str, path: str, body: dict | None = None, query: str = "") -> dict:
@@ -141,9 +128,6 @@ def test_bad_input_is_a_json_4xx(lambda_module: ModuleType) -> None:
     assert "error" in json.loads(response["body"])
 
 
-@pytest.mark.xfail(
-    BACKENDS_NEEDS_VIDEO_STACK, reason="mediasearch.backends imports the video stack eagerly", strict=True
-)
 def test_lambda_image_dependencies_are_enough_on_aws_settings() -> None:
     """The Lambda image installs query_lambda/requirements.txt + torch, not the batch-side libraries.
     With the AWS settings (OpenSearch over SigV4, SageMaker encoder) the handler must import and
