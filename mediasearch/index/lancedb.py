@@ -1,14 +1,18 @@
 """LanceDB backend: the embedded default, one table per collection on local disk (or S3).
 
 Small tables are searched exactly (a flat scan beats any ANN structure there); once a table is
-large enough, `optimize()` builds an IVF-HNSW index with scalar quantisation and searches refine
-their candidates on the full vectors, which is what keeps recall@10 high at 100k+ rows.
+large enough, `optimize()` builds an IVF_FLAT index with ~sqrt(n) partitions, plus a bitmap index on
+`kind`. IVF_FLAT keeps full vectors in its partitions, so distances are exact and no refine step (a
+random read of every candidate's full vector) is needed; recall only depends on how many partitions
+are probed. At 100k x 512 that gives recall@10 ~0.99 at under 10 ms per query on 2 cores
+(bench/bench_knn.py), where IVF_HNSW_SQ with refinement measured ~3x slower for the same recall.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,10 +28,14 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
-from mediasearch.records import IndexDocument
+from mediasearch.records import DocKind, IndexDocument
 
 # Below this many rows a flat scan is both exact and fast (<5 ms at 512-d), so no ANN index is built.
 ANN_MIN_ROWS = 20_000
+# Partitions probed per query. With ~sqrt(n) partitions of clustered embeddings, 16 probes give
+# recall@10 >= 0.99 at 100k rows; a probe costs ~sqrt(n) exact distances, small next to a query's
+# fixed overhead, so a generous value is cheap.
+DEFAULT_NPROBES = 16
 
 _SCALAR_FIELDS: list[pa.Field] = [
     pa.field("id", pa.string(), nullable=False),
@@ -131,7 +139,14 @@ def where_clause(filter: IndexFilter | None) -> str | None:
 
 
 class LanceDBIndex(VectorIndex):
-    def __init__(self, uri: str, collection: str, *, nprobes: int = 32, refine_factor: int = 4) -> None:
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        nprobes: int = DEFAULT_NPROBES,
+        refine_factor: int | None = None,
+    ) -> None:
         import lancedb
 
         self.uri = uri
@@ -140,6 +155,10 @@ class LanceDBIndex(VectorIndex):
         self.refine_factor = refine_factor
         self._db = lancedb.connect(uri)
         self._table: Any = None
+        # (table version, kinds with at least one row): lets a search for a kind the collection does
+        # not hold (scenes in an image-only corpus; a default API search asks for images and scenes)
+        # skip its query. Keyed on the table version, so any write invalidates it.
+        self._kinds: tuple[int, frozenset[str]] | None = None
         # LanceDB writes are safe across threads but merge_insert races on the same ids; serialise them.
         self._write_lock = threading.Lock()
 
@@ -241,15 +260,19 @@ class LanceDBIndex(VectorIndex):
             table.create_index(SEARCH_TEXT, config=FTS(with_position=False, language="English", stem=True))
         has_index = f"{VectorField.CLIP.value}_idx" in names
         if not has_index and n >= ANN_MIN_ROWS:
-            # ~sqrt(n) partitions keeps both partition scans and the centroid search short.
+            # ~sqrt(n) partitions balances the centroid search against the partition scans.
             table.create_index(
                 metric="cosine",
                 vector_column_name=VectorField.CLIP.value,
-                index_type="IVF_HNSW_SQ",
-                num_partitions=max(1, int(np.sqrt(n) / 4)),
+                index_type="IVF_FLAT",
+                num_partitions=max(1, round(float(np.sqrt(n)))),
             )
         elif has_index:
-            table.optimize()  # folds rows added since the index was built into it
+            table.optimize()  # folds rows added since the indices were built into them
+        if "kind_idx" not in names and n >= ANN_MIN_ROWS:
+            # Every API search pre-filters on kind; unindexed, that filter reads the whole column on
+            # each query (~+5 ms at 100k rows); with a bitmap index it is a lookup.
+            table.create_scalar_index("kind", index_type="BITMAP")
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -262,13 +285,22 @@ class LanceDBIndex(VectorIndex):
     ) -> list[Hit]:
         if not self.exists():
             return []
+        if filter is not None and filter.kinds:
+            present, wanted = self._kinds_present(), {k.value for k in filter.kinds}
+            if not present & wanted:
+                return []
+            if present <= wanted:
+                # Every row is of a wanted kind (images only, asked for images): the predicate would
+                # select everything and only cost a pre-filter pass.
+                filter = replace(filter, kinds=())
         query = (
             self.table.search(np.asarray(vector, dtype=np.float32), vector_column_name=field.value)
             .distance_type("cosine")
             .limit(k)
             .nprobes(self.nprobes)
-            .refine_factor(self.refine_factor)
         )
+        if self.refine_factor:
+            query = query.refine_factor(self.refine_factor)
         where = where_clause(filter)
         if field is VectorField.CAPTION:
             where = f"({where}) AND caption_vector IS NOT NULL" if where else "caption_vector IS NOT NULL"
@@ -310,6 +342,17 @@ class LanceDBIndex(VectorIndex):
             row.pop("_score", None)
             hits.append(Hit(score=score, document=self._doc(row), parts=parts))
         return hits
+
+    def _kinds_present(self) -> frozenset[str]:
+        table = self.table
+        version = table.version
+        cached = self._kinds
+        if cached is None or cached[0] != version:
+            present = frozenset(
+                k.value for k in DocKind if table.count_rows(f"kind = {sql_literal(k.value)}") > 0
+            )
+            cached = self._kinds = (version, present)
+        return cached[1]
 
     def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
         ids = list(dict.fromkeys(ids))
