@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,16 +15,18 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediasearch import __version__, backends
 from mediasearch.config import Settings, get_settings
 from mediasearch.index.base import IndexError_
-from mediasearch.links import MediaLinks
+from mediasearch.logs import configure_logging
 from mediasearch.records import (
     ErrorResponse,
     ItemResponse,
@@ -35,6 +38,23 @@ from mediasearch.search import QueryError, SearchService
 from mediasearch.storage import LocalStore, StoreError, open_uri
 
 log = logging.getLogger("mediasearch.api")
+access_log = logging.getLogger("mediasearch.access")
+
+# The page's own assets: a fixed list, so no path from the caller ever reaches the filesystem.
+WEB_ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+# The page loads only its own script and style; media may come from presigned S3 (or LocalStack) URLs.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data: blob: http: https:; media-src 'self' blob: http: https:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+# A caller's x-request-id is echoed into logs and headers only if it looks like an id.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Ids are sha1 prefixes (plus a scene suffix); anything much longer is not one of ours.
+ItemId = Annotated[str, Path(min_length=1, max_length=128)]
 
 MEDIA_TYPES = {
     "jpg": "image/jpeg",
@@ -62,15 +82,107 @@ def _error(status: int, error: str, detail: object = None) -> JSONResponse:
     return JSONResponse(ErrorResponse(error=error, detail=detail).model_dump(), status_code=status)
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` when a streamed body passes the limit.
+
+    An HTTPException so that FastAPI's body parsing re-raises it as it is, instead of turning it into
+    a 400 "error parsing the body".
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "request too large")
+        self.limit = limit
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, "request too large", {"limit_bytes": limit})
+
+
+class RequestContext:
+    """The outermost layer of the app: request id, body size limit, last-resort 500, one log line.
+
+    Plain ASGI rather than `@app.middleware("http")`: it must see the body as it streams (a chunked
+    upload has no content-length to check) and it costs less per request.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        response_started = False
+        received = 0
+        limit = self.max_body_bytes
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                out = MutableHeaders(scope=message)
+                out["x-request-id"] = request_id
+                out.setdefault("x-content-type-options", "nosniff")
+            await send(message)
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        try:
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await _too_large(limit)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, counting_receive, send_with_id)
+        except BodyTooLarge:
+            if not response_started:
+                await _too_large(limit)(scope, receive, send_with_id)
+        except Exception:  # the last line of defence: log it with its trace, never show the trace
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if not response_started:
+                await _error(500, "internal error", {"request_id": request_id})(scope, receive, send_with_id)
+        finally:
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            method, path = scope.get("method", ""), scope.get("path", "")
+            access_log.info(
+                "%s %s %d %.1f ms",
+                method,
+                path,
+                status,
+                elapsed,
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "elapsed_ms": elapsed,
+                },
+            )
+
+
 def create_app(settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:
+        # Nobody configured logging (a bare `uvicorn --factory`, a worker process): JSON lines.
+        # Where a host already did (Lambda, pytest, `mediasearch serve`), its choice stands.
+        configure_logging()
     if service is None:
-        service = SearchService(
-            backends.index(settings),
-            backends.encoder(settings),
-            backends.store(settings),
-            MediaLinks(presign_expiry_s=settings.presign_expiry_s),
-        )
+        # The same service the CLI searches with, caption and hybrid modes included.
+        service = backends.search_service(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,30 +205,8 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             allow_headers=["*"],
         )
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_request_bytes):
-            response: Response = _error(413, "request too large", {"limit_bytes": settings.max_request_bytes})
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # the last line of defence: log it, never show it
-                log.exception("unhandled error", extra={"request_id": request_id})
-                response = _error(500, "internal error", {"request_id": request_id})
-        elapsed = (time.perf_counter() - started) * 1000
-        response.headers["x-request-id"] = request_id
-        log.info(
-            "%s %s -> %d in %.1f ms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            elapsed,
-            extra={"request_id": request_id, "elapsed_ms": round(elapsed, 2)},
-        )
-        return response
+    # Added last, so it is outermost: it sees every request and every response, CORS ones included.
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_request_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -136,11 +226,16 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            return _too_large(exc.limit)
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(IndexError_)
-    async def on_index_error(_: Request, exc: IndexError_) -> JSONResponse:
-        return _error(503, "index unavailable", str(exc))
+    async def on_index_error(request: Request, exc: IndexError_) -> JSONResponse:
+        # The backend's message can name hosts and tables: it goes to the log, the caller gets an id.
+        request_id = request.scope.get("state", {}).get("request_id")
+        log.error("index error: %s", exc, extra={"request_id": request_id})
+        return _error(503, "index unavailable", {"request_id": request_id})
 
     def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
         if settings.api_key is None:
@@ -168,7 +263,21 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         },
     )
     def search(request: SearchRequest) -> SearchResponse:
+        check_image_size(request)
         return service.search(request)
+
+    def check_image_size(request: SearchRequest) -> None:
+        # The request limit bounds the JSON; this bounds what the image decoder is handed.
+        limit = settings.max_image_bytes
+        if request.image is not None:
+            decoded = len(request.image) * 3 // 4 - request.image[-2:].count("=")
+            if decoded > limit:
+                raise ApiError(413, "image too large", {"field": "image", "limit_bytes": limit})
+        elif request.image_uri is not None and service.store is not None:
+            key = service.store.key_of(request.image_uri)
+            info = service.store.stat(key) if key is not None else None  # the service explains a miss
+            if info is not None and info.size > limit:
+                raise ApiError(413, "image too large", {"field": "image_uri", "limit_bytes": limit})
 
     @app.get(
         "/videos/{video_id}/similar",
@@ -177,7 +286,10 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         tags=["search"],
         responses={404: {"model": ErrorResponse}},
     )
-    def similar_videos(video_id: str, k: Annotated[int, Query(ge=1, le=100)] = 5) -> SearchResponse:
+    def similar_videos(
+        video_id: Annotated[str, Path(min_length=1, max_length=64)],
+        k: Annotated[int, Query(ge=1, le=100)] = 5,
+    ) -> SearchResponse:
         return service.search(SearchRequest(video_id=video_id, k=k, kinds=[ResultKind.VIDEO]))
 
     @app.get(
@@ -187,7 +299,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         tags=["items"],
         responses={404: {"model": ErrorResponse}},
     )
-    def item(item_id: str) -> ItemResponse:
+    def item(item_id: ItemId) -> ItemResponse:
         doc = service.index.get(item_id)
         if doc is None:
             raise ApiError(404, f"no item with id {item_id!r}")
@@ -204,7 +316,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     @app.get(
         "/media/{item_id}", dependencies=guarded, tags=["items"], responses={404: {"model": ErrorResponse}}
     )
-    def media(item_id: str) -> Response:
+    def media(item_id: ItemId) -> Response:
         """The item's media file (videos support Range requests, so a player can seek to a scene)."""
         return _serve(item_id, "media")
 
@@ -214,7 +326,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         tags=["items"],
         responses={404: {"model": ErrorResponse}},
     )
-    def media_part(item_id: str, part: Literal["thumbnail", "strip"]) -> Response:
+    def media_part(item_id: ItemId, part: Literal["thumbnail", "strip"]) -> Response:
         """An item's thumbnail, or a video's scene strip."""
         return _serve(item_id, part)
 
@@ -226,6 +338,8 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         uri = {"media": doc.uri, "thumbnail": doc.thumbnail or doc.uri, "strip": doc.strip}[part]
         if uri is None:
             raise ApiError(404, f"item {item_id!r} has no {part}")
+        # Errors name the item, never the file: paths and bucket layout stay in the log.
+        missing = ApiError(404, "media not found", {"id": item_id, "part": part})
         try:
             store, key = open_uri(uri)
             media_type = MEDIA_TYPES.get(key.rsplit(".", 1)[-1].lower(), "application/octet-stream")
@@ -233,14 +347,31 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             if isinstance(store, LocalStore):
                 path = store.path(key)
                 if not path.is_file():
-                    raise ApiError(404, "media not found", uri)
+                    log.warning("media of %s is missing: %s", item_id, uri)
+                    raise missing
                 return FileResponse(path, media_type=media_type, headers=headers)  # handles Range
             return Response(store.get(key), media_type=media_type, headers=headers)
         except StoreError as exc:
-            raise ApiError(404, "media not found", str(exc)) from None
+            log.warning("media of %s cannot be read: %s", item_id, exc)
+            raise missing from None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("mediasearch").joinpath("web/index.html").read_text("utf-8"))
+        return HTMLResponse(
+            _web_file("index.html"),
+            headers={"content-security-policy": PAGE_CSP, "cache-control": "no-cache"},
+        )
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        media_type = WEB_ASSETS.get(name)
+        if media_type is None:
+            raise ApiError(404, f"no asset {name!r}")
+        return Response(_web_file(name), media_type=media_type, headers={"cache-control": "no-cache"})
 
     return app
+
+
+def _web_file(name: str) -> str:
+    # Read per request: a few KiB, and an edited page shows up without a restart.
+    return resources.files("mediasearch").joinpath("web", name).read_text("utf-8")

@@ -283,8 +283,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve the HTTP API and the search page (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from mediasearch.logs import configure_logging
+
+    # JSON lines, one per request from the API's own middleware; uvicorn's text access log would
+    # only repeat it without the request id, and log_config=None keeps uvicorn from replacing ours.
+    configure_logging()
     _settings()
-    uvicorn.run("mediasearch.api:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "mediasearch.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command("random-model")

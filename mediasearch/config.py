@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="largest query image (base64 `image` decoded, or `image_uri`)"
+    )
 
 
 @lru_cache(maxsize=1)

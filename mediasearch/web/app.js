@@ -1,0 +1,451 @@
+// The search page: plain browser JavaScript, no build step. It talks to the same JSON API as any
+// other client (POST /search, GET /videos/{id}/similar) and renders what comes back.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const form = $("#search-form");
+const queryInput = $("#query");
+const imageInput = $("#image-input");
+const resultsEl = $("#results");
+const statusEl = $("#status");
+const errorEl = $("#error");
+const dropZone = $("#drop-zone");
+const player = $("#player");
+const playerVideo = $("#player-video");
+const playerImage = $("#player-image");
+
+// The picked image, as the base64 string the API takes; null when searching by text.
+let queryImage = null;
+// Bumped per request so a slow earlier answer cannot overwrite a later one.
+let generation = 0;
+
+const apiKeyInput = $("#api-key");
+apiKeyInput.value = sessionStorage.getItem("mediasearch.apiKey") || "";
+apiKeyInput.addEventListener("change", () => {
+  sessionStorage.setItem("mediasearch.apiKey", apiKeyInput.value);
+});
+
+function headers(extra = {}) {
+  const key = apiKeyInput.value.trim();
+  return key ? { ...extra, "x-api-key": key } : extra;
+}
+
+// ---- talking to the API ------------------------------------------------------------------------
+
+class ApiProblem extends Error {
+  constructor(message, lines = []) {
+    super(message);
+    this.lines = lines;
+  }
+}
+
+// The API's errors are {error, detail}; detail names the field at fault in one of a few shapes.
+function describeDetail(detail) {
+  if (detail == null) return [];
+  if (Array.isArray(detail)) {
+    return detail.map((d) => (d && d.field ? `${d.field}: ${d.message || ""}` : JSON.stringify(d)));
+  }
+  if (typeof detail === "object") {
+    const lines = [];
+    if (detail.field) lines.push(`field: ${detail.field}`);
+    if (detail.limit_bytes) lines.push(`limit: ${formatBytes(detail.limit_bytes)}`);
+    if (detail.request_id) lines.push(`request id: ${detail.request_id}`);
+    return lines;
+  }
+  return [String(detail)];
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  } catch (err) {
+    throw new ApiProblem("Cannot reach the server. Is `mediasearch serve` running?");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    // A proxy's HTML error page, say: say what happened rather than failing to parse it.
+  }
+  if (!response.ok) {
+    if (body && body.error) throw new ApiProblem(body.error, describeDetail(body.detail));
+    throw new ApiProblem(`The server answered ${response.status} ${response.statusText}.`);
+  }
+  if (body == null) throw new ApiProblem("The server sent a response that is not JSON.");
+  return body;
+}
+
+// ---- the form ----------------------------------------------------------------------------------
+
+function selectedKinds() {
+  return [...form.querySelectorAll('input[name="kinds"]:checked')].map((el) => el.value);
+}
+
+function selectedMode() {
+  return form.querySelector('input[name="mode"]:checked').value;
+}
+
+function resultCount() {
+  const k = Number.parseInt($("#k").value, 10);
+  return Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : 24;
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  search();
+});
+
+// Typing means a text search again: one query at a time, as the API wants.
+queryInput.addEventListener("input", () => {
+  if (queryImage !== null && queryInput.value !== "") clearImage();
+});
+
+for (const el of form.querySelectorAll('input[name="kinds"], input[name="mode"]')) {
+  el.addEventListener("change", () => {
+    if (queryImage !== null || queryInput.value.trim() !== "") search();
+  });
+}
+
+async function search() {
+  const kinds = selectedKinds();
+  const text = queryInput.value.trim();
+  if (queryImage === null && text === "") {
+    return showError("Type something to search for, or pick an image.");
+  }
+  if (kinds.length === 0) {
+    return showError("Choose images, videos or both.");
+  }
+  const payload = { kinds, mode: selectedMode(), k: resultCount() };
+  let what;
+  if (queryImage !== null) {
+    payload.image = queryImage.base64;
+    what = `images like ${queryImage.name}`;
+  } else {
+    payload.text = text;
+    what = `“${text}”`;
+    rememberQuery(text);
+  }
+  await run(what, () =>
+    api("/search", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(payload),
+    }),
+  );
+}
+
+async function moreLikeThis(result) {
+  const name = displayName(result);
+  await run(`videos like ${name}`, () =>
+    api(`/videos/${encodeURIComponent(result.id)}/similar?k=${resultCount()}`),
+  );
+  queryInput.value = "";
+}
+
+async function run(what, call) {
+  const mine = ++generation;
+  hideError();
+  statusEl.textContent = `Searching for ${what}…`;
+  form.setAttribute("aria-busy", "true");
+  try {
+    const body = await call();
+    if (mine !== generation) return;
+    render(body.results, what, body.took_ms);
+  } catch (err) {
+    if (mine !== generation) return;
+    resultsEl.replaceChildren();
+    statusEl.textContent = "";
+    showError(err.message, err.lines || []);
+  } finally {
+    if (mine === generation) form.removeAttribute("aria-busy");
+  }
+}
+
+function rememberQuery(text) {
+  // The query in the address bar makes a search linkable and survives a reload.
+  const url = new URL(window.location.href);
+  url.searchParams.set("q", text);
+  window.history.replaceState(null, "", url);
+}
+
+// ---- images: pick, drop or paste ---------------------------------------------------------------
+
+imageInput.addEventListener("change", () => {
+  if (imageInput.files.length) useImageFile(imageInput.files[0]);
+});
+
+$("#image-clear").addEventListener("click", () => {
+  clearImage();
+  queryInput.focus();
+});
+
+let dragDepth = 0;
+document.addEventListener("dragenter", (event) => {
+  if (!hasFiles(event)) return;
+  dragDepth += 1;
+  dropZone.classList.add("dragging");
+});
+document.addEventListener("dragleave", () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) dropZone.classList.remove("dragging");
+});
+document.addEventListener("dragover", (event) => {
+  if (hasFiles(event)) event.preventDefault(); // without this the browser opens the file
+});
+document.addEventListener("drop", (event) => {
+  if (!hasFiles(event)) return;
+  event.preventDefault();
+  dragDepth = 0;
+  dropZone.classList.remove("dragging");
+  const file = event.dataTransfer.files[0];
+  if (file) useImageFile(file);
+});
+document.addEventListener("paste", (event) => {
+  const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (file) {
+    event.preventDefault();
+    useImageFile(file);
+  }
+});
+
+function hasFiles(event) {
+  return event.dataTransfer && [...event.dataTransfer.types].includes("Files");
+}
+
+function useImageFile(file) {
+  // The server decides what is an image (and says why not); only refuse what is obviously not one.
+  if (file.type && !file.type.startsWith("image/")) {
+    return showError(`${file.name} is not an image (${file.type}).`);
+  }
+  const reader = new FileReader();
+  reader.onerror = () => showError(`Cannot read ${file.name}.`);
+  reader.onload = () => {
+    const dataUrl = String(reader.result);
+    queryImage = { name: file.name, base64: dataUrl.slice(dataUrl.indexOf(",") + 1) };
+    $("#image-preview").src = dataUrl;
+    $("#image-name").textContent = file.name;
+    $("#image-chip").hidden = false;
+    queryInput.value = "";
+    search();
+  };
+  reader.readAsDataURL(file);
+}
+
+function clearImage() {
+  queryImage = null;
+  imageInput.value = "";
+  $("#image-chip").hidden = true;
+  $("#image-preview").removeAttribute("src");
+}
+
+// ---- results -----------------------------------------------------------------------------------
+
+function render(results, what, tookMs) {
+  resultsEl.replaceChildren();
+  if (!results.length) {
+    statusEl.textContent = "";
+    const empty = el("div", { class: "empty" });
+    empty.append(
+      el("strong", {}, `No results for ${what}.`),
+      el("p", {}, "Try other words, another mode, or show both images and videos."),
+    );
+    resultsEl.append(empty);
+    return;
+  }
+  const took = typeof tookMs === "number" ? ` in ${tookMs.toFixed(0)} ms` : "";
+  statusEl.textContent = `${results.length} result${results.length === 1 ? "" : "s"} for ${what}${took}`;
+  for (const result of results) resultsEl.append(card(result));
+}
+
+function card(result) {
+  const isVideo = result.kind === "video";
+  const article = el("article", { class: `card ${result.kind}`, "data-id": result.id, "data-kind": result.kind });
+
+  const thumb = el("button", { type: "button", class: "thumb", title: isVideo ? "Play" : "Open" });
+  const img = el("img", { alt: result.caption || displayName(result), loading: "lazy" });
+  setMedia(img, result.thumbnail_url || result.url);
+  thumb.append(img);
+  if (isVideo) {
+    const badge = result.duration ? formatTime(result.duration) : "video";
+    thumb.append(el("span", { class: "badge" }, `▶ ${badge}`));
+  }
+  thumb.addEventListener("click", () => {
+    const best = (result.scenes || [])[0];
+    openPlayer(result, best ? best.t_start : 0);
+  });
+  article.append(thumb);
+
+  const meta = el("div", { class: "meta" });
+  const score = el("span", { class: "score", title: result.explanation || "" }, result.score.toFixed(3));
+  meta.append(score, el("span", { class: "kind" }, result.kind));
+  article.append(meta);
+  article.append(el("div", { class: "name", title: result.uri }, displayName(result)));
+  if (result.caption) article.append(el("p", { class: "caption" }, result.caption));
+
+  if (isVideo && result.scenes && result.scenes.length) {
+    const list = el("ol", { class: "scenes", "aria-label": "Matching scenes" });
+    for (const scene of result.scenes) {
+      const b = el("button", {
+        type: "button",
+        class: "scene",
+        "data-t": String(scene.t_start),
+        title: `Play from ${formatTime(scene.t_start)} (scene ${scene.scene}, score ${scene.score.toFixed(3)})`,
+      });
+      if (scene.thumbnail_url) {
+        const simg = el("img", { alt: `scene ${scene.scene}`, loading: "lazy" });
+        setMedia(simg, scene.thumbnail_url);
+        b.append(simg);
+      }
+      b.append(
+        el("span", { class: "ts" }, `${formatTime(scene.t_start)}–${formatTime(scene.t_end)}`),
+        el("span", { class: "scene-score" }, scene.score.toFixed(3)),
+      );
+      b.addEventListener("click", () => openPlayer(result, scene.t_start));
+      list.append(el("li", {}, b));
+    }
+    article.append(list);
+  }
+  if (isVideo) {
+    const more = el("button", { type: "button", class: "button secondary more-like-this" }, "More like this");
+    more.addEventListener("click", () => moreLikeThis(result));
+    article.append(more);
+  }
+  return article;
+}
+
+// ---- the player --------------------------------------------------------------------------------
+
+async function openPlayer(result, tStart) {
+  $("#player-title").textContent = displayName(result);
+  const note = $("#player-note");
+  note.textContent = result.explanation || "";
+  const url = result.url;
+  // Animated GIFs count as videos in the index, but a <video> element cannot play them.
+  const isGif = /\.gif$/i.test(result.uri);
+  if (result.kind !== "video" || isGif) {
+    playerVideo.pause();
+    playerVideo.hidden = true;
+    playerImage.hidden = false;
+    setMedia(playerImage, url);
+  } else {
+    playerImage.hidden = true;
+    playerVideo.hidden = false;
+    const src = await mediaUrl(url);
+    // The media fragment starts playback at the scene; the explicit seek covers players that
+    // ignore fragments on blob URLs.
+    playerVideo.src = `${src}#t=${tStart.toFixed(2)}`;
+    playerVideo.dataset.start = String(tStart);
+    playerVideo.addEventListener(
+      "loadedmetadata",
+      () => {
+        if (Math.abs(playerVideo.currentTime - tStart) > 0.25) playerVideo.currentTime = tStart;
+        playerVideo.play().catch(() => {
+          note.textContent = `Press play to start at ${formatTime(tStart)}.`;
+        });
+      },
+      { once: true },
+    );
+    playerVideo.addEventListener(
+      "error",
+      () => {
+        note.textContent = "This browser cannot play this video format; the scene thumbnails show what matched.";
+      },
+      { once: true },
+    );
+  }
+  if (!player.open) player.showModal();
+}
+
+$("#player-close").addEventListener("click", () => player.close());
+player.addEventListener("click", (event) => {
+  if (event.target === player) player.close(); // a click on the backdrop
+});
+player.addEventListener("close", () => {
+  playerVideo.pause();
+  playerVideo.removeAttribute("src");
+  playerVideo.load();
+});
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+// With an API key, /media needs the header too, which <img src> cannot send: fetch those as blobs.
+// Presigned S3 links (absolute URLs) carry their own signature and are used as they are.
+const blobCache = new Map();
+async function mediaUrl(url) {
+  if (!url) return "";
+  if (!apiKeyInput.value.trim() || !url.startsWith("/")) return url;
+  if (!blobCache.has(url)) {
+    blobCache.set(
+      url,
+      fetch(url, { headers: headers() }).then((r) => (r.ok ? r.blob() : Promise.reject(r))).then(URL.createObjectURL),
+    );
+  }
+  return blobCache.get(url).catch(() => "");
+}
+
+function setMedia(imgEl, url) {
+  if (!url) return;
+  mediaUrl(url).then((src) => {
+    if (src) imgEl.src = src;
+  });
+}
+
+function displayName(result) {
+  const path = result.uri.split(/[?#]/)[0];
+  try {
+    return decodeURIComponent(path.slice(path.lastIndexOf("/") + 1)) || result.id;
+  } catch (err) {
+    return path.slice(path.lastIndexOf("/") + 1) || result.id;
+  }
+}
+
+function formatTime(seconds) {
+  const m = Math.floor(seconds / 60);
+  const s = seconds - m * 60;
+  return `${m}:${s.toFixed(1).padStart(4, "0")}`;
+}
+
+function formatBytes(n) {
+  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${Math.round(n / 1024)} KiB`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function showError(message, lines = []) {
+  errorEl.replaceChildren(el("strong", {}, message));
+  if (lines.length) {
+    const list = el("ul");
+    for (const line of lines) list.append(el("li", {}, line));
+    errorEl.append(list);
+  }
+  errorEl.hidden = false;
+}
+
+function hideError() {
+  errorEl.hidden = true;
+  errorEl.replaceChildren();
+}
+
+// ---- start -------------------------------------------------------------------------------------
+
+api("/health")
+  .then((h) => {
+    $("#index-info").textContent = `${h.documents} documents indexed · v${h.version}`;
+  })
+  .catch(() => {
+    $("#index-info").textContent = "server not reachable";
+  });
+
+const initial = new URLSearchParams(window.location.search).get("q");
+if (initial) {
+  queryInput.value = initial;
+  search();
+} else {
+  queryInput.focus();
+}
