@@ -238,10 +238,13 @@ def test_more_like_this_lists_other_videos(page: Page, corpus) -> None:
     assert source_id == stable_id(store.uri("demo/videos/cuts_a.mp4"))
     source.locator(".more-like-this").click()
     expect(page.locator("#status")).to_contain_text("videos like cuts_a.mp4")
-    cards = page.locator("#results .card")
-    expect(cards.first).to_be_visible()
-    kinds = {c.get_attribute("data-kind") for c in cards.all()}
-    ids = [c.get_attribute("data-id") for c in cards.all()]
+    # The status can change before the grid is replaced: wait for the source card to go, then read
+    # every card in one snapshot rather than element by element while the grid may still change.
+    expect(page.locator(f'#results .card[data-id="{source_id}"]')).to_have_count(0)
+    expect(page.locator("#results .card").first).to_be_visible()
+    rows = page.eval_on_selector_all("#results .card", "els => els.map(e => [e.dataset.kind, e.dataset.id])")
+    kinds = {kind for kind, _ in rows}
+    ids = [card_id for _, card_id in rows]
     assert kinds == {"video"} and source_id not in ids
     # Its re-encoded near-duplicate is the most similar video.
     assert ids[0] == stable_id(store.uri("demo/videos/dups/cuts_a_small.mp4"))
