@@ -77,7 +77,8 @@ def ingest(
     source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix to index")],
     batch_size: Annotated[int | None, typer.Option(help="images per forward pass")] = None,
     captions: Annotated[
-        bool | None, typer.Option("--captions/--no-captions", help="caption images and frames (default: settings)")
+        bool | None,
+        typer.Option("--captions/--no-captions", help="caption images and frames (default: settings)"),
     ] = None,
 ) -> None:
     """Scan SOURCE, preprocess videos, embed (and caption) new or changed media, load them into the index."""
@@ -152,7 +153,9 @@ def transform(
 
     settings = _settings()
     runner = TransformRunner(
-        open_store(location), backends.clip_handler(settings, captions=captions), batch_size=settings.batch_size
+        open_store(location),
+        backends.clip_handler(settings, captions=captions),
+        batch_size=settings.batch_size,
     )
     report = runner.run(prefix=prefix)
     typer.echo(

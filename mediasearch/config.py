@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     video_workers: int = Field(1, ge=1, description="videos preprocessed in parallel")
 
     captions: bool = Field(False, description="caption images and frames in the transform (captioner + tags)")
-    caption_model: str = Field("nlpconnect/vit-gpt2-image-captioning", description="hub id or local directory")
+    caption_model: str = Field(
+        "nlpconnect/vit-gpt2-image-captioning", description="hub id or local directory"
+    )
     caption_max_length: int = Field(24, ge=4, le=128)
     caption_beams: int = Field(1, ge=1, le=8)
     text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="caption text embedder")

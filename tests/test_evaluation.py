@@ -13,7 +13,6 @@ from mediasearch.evaluation import (
     recall_at_k,
     reciprocal_rank,
 )
-from mediasearch.records import stable_id
 
 
 def test_recall_at_k() -> None:
