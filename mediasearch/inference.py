@@ -122,7 +122,7 @@ class ClipHandler:
         self,
         model: ClipModel | None,
         fetch: Callable[[str], bytes] = read_uri,
-        decode_workers: int = 4,
+        decode_workers: int = 2,
         max_pixels: int = 40_000_000,
         captioner: CaptionModel | None = None,
     ) -> None:

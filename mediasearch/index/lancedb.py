@@ -306,7 +306,7 @@ class LanceDBIndex(VectorIndex):
             where = f"({where}) AND caption_vector IS NOT NULL" if where else "caption_vector IS NOT NULL"
         if where:
             query = query.where(where, prefilter=True)
-        rows = query.to_arrow().to_pylist()
+        rows = self._rows(query.to_arrow())
         # LanceDB's cosine distance is 1 - cos; report the similarity itself.
         return [Hit(score=float(1.0 - row.pop("_distance")), document=self._doc(row)) for row in rows]
 
@@ -336,7 +336,7 @@ class LanceDBIndex(VectorIndex):
         if where:
             query = query.where(where, prefilter=True)
         hits = []
-        for row in query.to_arrow().to_pylist():
+        for row in self._rows(query.to_arrow()):
             parts = {"keyword": float(row.pop("_keyword_part")), "vector": float(row.pop("_vector_part"))}
             score = float(row.pop("_relevance_score"))
             row.pop("_score", None)
@@ -359,7 +359,7 @@ class LanceDBIndex(VectorIndex):
         if not ids or not self.exists():
             return []
         where = f"id IN ({', '.join(sql_literal(i) for i in ids)})"
-        rows = self.table.search().where(where).limit(len(ids)).to_arrow().to_pylist()
+        rows = self._rows(self.table.search().where(where).limit(len(ids)).to_arrow())
         by_id = {r["id"]: self._doc(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -379,6 +379,30 @@ class LanceDBIndex(VectorIndex):
         if not self.exists():
             return 0
         return int(self.table.count_rows(where_clause(filter)))
+
+    @staticmethod
+    def _rows(table: pa.Table) -> list[dict[str, Any]]:
+        """Arrow rows as dicts, with vector columns as float32 arrays: going through Python floats
+        (`to_pylist`) costs more than the rest of a small query's conversion together."""
+        vectors: dict[str, list[np.ndarray | None]] = {}
+        for name in (VectorField.CLIP.value, VectorField.CAPTION.value):
+            if name not in table.column_names:
+                continue
+            column = table.column(name).combine_chunks()
+            if pa.types.is_fixed_size_list(column.type):
+                flat = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+                valid = column.is_valid().to_numpy(zero_copy_only=False)
+                rows_of = iter(flat)
+                # flatten() drops null lists, so valid rows take the flat rows in order.
+                vectors[name] = [next(rows_of) if ok else None for ok in valid]
+            else:  # hybrid results are re-assembled by LanceDB as variable-size lists
+                vectors[name] = [None if v is None else np.asarray(v, np.float32) for v in column.to_pylist()]
+            table = table.drop_columns([name])
+        rows = table.to_pylist()
+        for name, values in vectors.items():
+            for row, value in zip(rows, values, strict=True):
+                row[name] = value
+        return rows
 
     @staticmethod
     def _doc(row: dict[str, Any]) -> IndexDocument:
