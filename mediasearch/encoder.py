@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from mediasearch.inference import EmbeddingResponse, TextQuery, decode_image
-from mediasearch.models.clip import ClipModel, l2_normalise
+from mediasearch.models.base import l2_normalise
+from mediasearch.models.clip import ClipModel
 
 
 class QueryEncoder(ABC):

@@ -22,7 +22,7 @@ import numpy as np
 from mediasearch.encoder import QueryEncoder
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
 from mediasearch.links import MediaLinks
-from mediasearch.models.clip import ModelLoadError
+from mediasearch.models.base import ModelLoadError
 from mediasearch.records import (
     Aggregation,
     DocKind,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mediasearch.models.clip import l2_normalise
+from mediasearch.models.base import l2_normalise
 from mediasearch.records import DocKind, IndexDocument, TransformResult, VideoRecord, stable_id
 from mediasearch.tags import aggregate_tags, summarise
 

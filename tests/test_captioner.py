@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mediasearch.models.base import ModelLoadError
 from mediasearch.models.captioner import CaptionModel
-from mediasearch.models.clip import ModelLoadError
 from mediasearch.models.random_init import build_random_captioner
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mediasearch.models.clip import ClipModel, ModelLoadError
+from mediasearch.models.base import ModelLoadError
+from mediasearch.models.clip import ClipModel
 from tests.conftest import COLOURS, image_bytes
 
 

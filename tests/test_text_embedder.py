@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mediasearch.models.clip import ModelLoadError
+from mediasearch.models.base import ModelLoadError
 from mediasearch.models.random_init import build_random_text_embedder
 from mediasearch.models.text_embedder import TextEmbedder, bundled_minilm_path
 

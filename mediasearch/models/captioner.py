@@ -7,17 +7,14 @@ threads while the model generates for the previous batch.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from mediasearch.models.clip import ModelLoadError
-from mediasearch.models.device import Placement, resolve
+from mediasearch.models.base import LazyModel, ModelLoadError
 
 DEFAULT_CAPTIONER = "nlpconnect/vit-gpt2-image-captioning"
 
@@ -29,13 +26,16 @@ def _first_id(*candidates: Any) -> int | None:
     return None
 
 
-class CaptionModel:
+class CaptionModel(LazyModel):
     """Greedy (or beam) captions for batches of images.
 
     `max_length` bounds the generated tokens of a caption (the decoder start token is not counted);
     `min_new_tokens` forces captions to at least that many tokens, which only benchmarks want: it
     makes the cost of random weights, that may emit EOS at once or never, a fixed one.
     """
+
+    task = "captioning model"
+    files = "config.json, weights, tokenizer and preprocessor files"
 
     def __init__(
         self,
@@ -51,49 +51,22 @@ class CaptionModel:
                 f"need max_length >= 1, num_beams >= 1 and min_new_tokens <= max_length, got "
                 f"max_length={max_length}, num_beams={num_beams}, min_new_tokens={min_new_tokens}"
             )
-        self.name = name
-        self.batch_size = batch_size
+        super().__init__(name, device, batch_size)
         self.max_length = max_length
         self.num_beams = num_beams
         self.min_new_tokens = min_new_tokens
-        self._device = device
-        self._lock = threading.Lock()
-        self._model: Any = None
         self._image_processor: Any = None
         self._tokenizer: Any = None
-        self.placement: Placement | None = None
 
-    # -- loading --------------------------------------------------------------------------------
+    def _load(self, source: str) -> Any:
+        from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> CaptionModel:
-        with self._lock:
-            if self._model is not None:
-                return self
-            from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # our own bars report progress; theirs would interleave
-
-            local = Path(self.name).expanduser()
-            source = str(local) if local.is_dir() else self.name
-            try:
-                model = VisionEncoderDecoderModel.from_pretrained(source)
-                # Without torchvision installed this resolves to the PIL backend of the processor.
-                self._image_processor = AutoImageProcessor.from_pretrained(source)
-                self._tokenizer = AutoTokenizer.from_pretrained(source)
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(
-                    f"cannot load captioning model {self.name!r}: {exc}. Give a hub id you can download "
-                    "or a local directory with config.json, weights, tokenizer and preprocessor files."
-                ) from exc
-            self._set_special_tokens(model)
-            self.placement = resolve(self._device)
-            self._model = model.to(self.placement.device, dtype=self.placement.dtype).eval()
-        return self
+        model = VisionEncoderDecoderModel.from_pretrained(source)
+        # Without torchvision installed this resolves to the PIL backend of the processor.
+        self._image_processor = AutoImageProcessor.from_pretrained(source)
+        self._tokenizer = AutoTokenizer.from_pretrained(source)
+        self._set_special_tokens(model)
+        return model
 
     def _set_special_tokens(self, model: Any) -> None:
         """generate() needs a decoder start and a pad id; GPT2 decoders ship neither as such.
@@ -119,10 +92,6 @@ class CaptionModel:
             target.pad_token_id = pad
             if eos is not None:
                 target.eos_token_id = eos
-
-    @property
-    def model(self) -> Any:
-        return self.load()._model
 
     # -- captions -------------------------------------------------------------------------------
 

@@ -6,73 +6,34 @@ id or a local directory such as the one SageMaker unpacks from model.tar.gz.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from mediasearch.models.device import Placement, resolve
+from mediasearch.models.base import LazyModel, l2_normalise
 
 
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message names it and says what to check."""
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
-class ClipModel:
+class ClipModel(LazyModel):
     """CLIP image and text embeddings, L2-normalised float32."""
 
+    task = "CLIP model"
+    files = "config.json, weights, tokenizer and preprocessor files"
+
     def __init__(self, name: str, device: str = "auto", batch_size: int = 32) -> None:
-        self.name = name
-        self.batch_size = batch_size
-        self._device = device
-        self._lock = threading.Lock()
-        self._model: Any = None
+        super().__init__(name, device, batch_size)
         self._image_processor: Any = None
         self._tokenizer: Any = None
-        self.placement: Placement | None = None
 
-    # -- loading --------------------------------------------------------------------------------
+    def _load(self, source: str) -> Any:
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> ClipModel:
-        with self._lock:
-            if self._model is not None:
-                return self
-            from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # our own bars report progress; theirs would interleave
-
-            local = Path(self.name).expanduser()
-            source = str(local) if local.is_dir() else self.name
-            try:
-                model = CLIPModel.from_pretrained(source)
-                self._image_processor = AutoImageProcessor.from_pretrained(source)
-                self._tokenizer = AutoTokenizer.from_pretrained(source)
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(
-                    f"cannot load CLIP model {self.name!r}: {exc}. Give a hub id you can download "
-                    "or a local directory with config.json, weights, tokenizer and preprocessor files."
-                ) from exc
-            self.placement = resolve(self._device)
-            self._model = model.to(self.placement.device, dtype=self.placement.dtype).eval()
-        return self
-
-    @property
-    def model(self) -> Any:
-        return self.load()._model
+        model = CLIPModel.from_pretrained(source)
+        self._image_processor = AutoImageProcessor.from_pretrained(source)
+        self._tokenizer = AutoTokenizer.from_pretrained(source)
+        return model
 
     @property
     def dim(self) -> int:

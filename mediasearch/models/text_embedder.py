@@ -8,7 +8,6 @@ and the package is not a dependency. Loads lazily from a hub id or a local direc
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mediasearch.models.clip import ModelLoadError, l2_normalise
-from mediasearch.models.device import Placement, resolve
+from mediasearch.models.base import LazyModel, l2_normalise
 
 DEFAULT_TEXT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -55,54 +53,25 @@ def _sentence_max_tokens(source: str) -> int | None:
     return int(value) if value else None
 
 
-class TextEmbedder:
+class TextEmbedder(LazyModel):
     """Mean-pooled, L2-normalised float32 sentence embeddings."""
 
+    task = "text embedder"
+    files = "config.json, weights and tokenizer files"
+
     def __init__(self, name: str = DEFAULT_TEXT_EMBEDDER, device: str = "auto", batch_size: int = 64) -> None:
-        self.name = name
-        self.batch_size = batch_size
-        self._device = device
-        self._lock = threading.Lock()
-        self._model: Any = None
+        super().__init__(name, device, batch_size)
         self._tokenizer: Any = None
         self.max_tokens = 0
-        self.placement: Placement | None = None
 
-    # -- loading --------------------------------------------------------------------------------
+    def _load(self, source: str) -> Any:
+        from transformers import AutoModel, AutoTokenizer
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> TextEmbedder:
-        with self._lock:
-            if self._model is not None:
-                return self
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # our own bars report progress; theirs would interleave
-
-            local = Path(self.name).expanduser()
-            source = str(local) if local.is_dir() else self.name
-            try:
-                model = AutoModel.from_pretrained(source)
-                self._tokenizer = AutoTokenizer.from_pretrained(source)
-                configured = _sentence_max_tokens(source)
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(
-                    f"cannot load text embedder {self.name!r}: {exc}. Give a hub id you can download or "
-                    "a local directory with config.json, weights and tokenizer files."
-                ) from exc
-            positions = int(getattr(model.config, "max_position_embeddings", 512))
-            self.max_tokens = min(configured or positions, positions)
-            self.placement = resolve(self._device)
-            self._model = model.to(self.placement.device, dtype=self.placement.dtype).eval()
-        return self
-
-    @property
-    def model(self) -> Any:
-        return self.load()._model
+        model = AutoModel.from_pretrained(source)
+        self._tokenizer = AutoTokenizer.from_pretrained(source)
+        positions = int(getattr(model.config, "max_position_embeddings", 512))
+        self.max_tokens = min(_sentence_max_tokens(source) or positions, positions)
+        return model
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,73 @@
+"""What every model class shares: lazy, thread-safe loading from a hub id or a local directory.
+
+As in Immich's ML service, a model object is cheap to create and loads its weights on first use, so
+the API starts fast and a job with nothing to do never loads anything; each subclass says how to
+load its checkpoint (`_load`) and what it predicts.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from mediasearch.models.device import Placement, resolve
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message names it and says what to check."""
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Unit-length rows in float32, so inner product is cosine similarity on every backend."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class LazyModel(ABC):
+    task: str = "model"  # named in load errors, e.g. "CLIP model"
+    files: str = "config.json and weights"  # what a local directory must hold, for the same errors
+
+    def __init__(self, name: str, device: str = "auto", batch_size: int = 32) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self._device = device
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self.placement: Placement | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> Self:
+        with self._lock:
+            if self._model is not None:
+                return self
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # our own bars report progress; theirs would interleave
+            local = Path(self.name).expanduser()
+            source = str(local) if local.is_dir() else self.name
+            try:
+                model = self._load(source)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"cannot load {self.task} {self.name!r}: {exc}. Give a hub id you can download "
+                    f"or a local directory with {self.files}."
+                ) from exc
+            self.placement = resolve(self._device)
+            # fp16 on CUDA (see device.resolve); eval() because these models only ever predict.
+            self._model = model.to(self.placement.device, dtype=self.placement.dtype).eval()
+        return self
+
+    @abstractmethod
+    def _load(self, source: str) -> Any:
+        """Load the checkpoint at `source` (and its processors); return the torch module."""
+
+    @property
+    def model(self) -> Any:
+        return self.load()._model
