@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -127,6 +128,9 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         root = args.cache or Path(tmp)
+        # Only the rendered inputs are reused: a work area left by an earlier run would make every
+        # video "already done" and the job skip it.
+        shutil.rmtree(root / "_work", ignore_errors=True)
         keys = make_inputs(root, args.duration, copies=2)
         store = LocalStore(root)
         options = VideoOptions()
