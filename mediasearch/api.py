@@ -303,14 +303,8 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         doc = service.index.get(item_id)
         if doc is None:
             raise ApiError(404, f"no item with id {item_id!r}")
-        links = service.links
         return ItemResponse(
-            **doc.model_dump(
-                exclude={"clip_vector", "caption_vector", "fingerprint", "model", "thumbnail", "strip"}
-            ),
-            url=links.url(doc.id, doc.uri),
-            thumbnail_url=links.url(doc.id, doc.thumbnail, "thumbnail"),
-            strip_url=links.url(doc.id, doc.strip, "strip"),
+            **service.media_fields(doc), kind=doc.kind, scene=doc.scene, t_start=doc.t_start, t_end=doc.t_end
         )
 
     @app.get(

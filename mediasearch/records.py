@@ -215,22 +215,29 @@ class SceneHit(BaseModel):
     thumbnail_url: str | None = None
 
 
-class SearchResult(BaseModel):
+class MediaView(BaseModel):
+    """What the API shows of a document: its fields and URLs, never its vectors."""
+
     id: str
-    kind: ResultKind
-    score: float = Field(description="cosine similarity in [-1, 1] (aggregated for videos)")
     uri: str
     url: str | None = None
     thumbnail_url: str | None = None
+    strip_url: str | None = None
     video_id: str | None = None
-    scenes: list[SceneHit] = Field(default_factory=list)
     caption: str | None = None
     tags: list[str] = Field(default_factory=list)
     width: int | None = None
     height: int | None = None
     duration: float | None = None
     scene_count: int | None = None
-    strip_url: str | None = None
+
+
+class SearchResult(MediaView):
+    kind: ResultKind
+    score: float = Field(
+        description="cosine similarity in [-1, 1] (aggregated for videos; fused in hybrid mode)"
+    )
+    scenes: list[SceneHit] = Field(default_factory=list)
     explanation: str = ""
 
 
@@ -240,25 +247,13 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-class ItemResponse(BaseModel):
+class ItemResponse(MediaView):
     """`GET /items/{id}`: a document without its vectors."""
 
-    id: str
     kind: DocKind
-    uri: str
-    url: str | None = None
-    thumbnail_url: str | None = None
-    video_id: str | None = None
     scene: int | None = None
     t_start: float | None = None
     t_end: float | None = None
-    caption: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    width: int | None = None
-    height: int | None = None
-    duration: float | None = None
-    scene_count: int | None = None
-    strip_url: str | None = None
 
 
 class ErrorResponse(BaseModel):

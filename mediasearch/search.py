@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from mediasearch.records import (
     Aggregation,
     DocKind,
     IndexDocument,
+    MediaView,
     ResultKind,
     SceneHit,
     SearchFilters,
@@ -271,19 +272,21 @@ class SearchService:
             return f"cosine similarity {hit.score:.3f} between the query and the {what}'s caption"
         return f"cosine similarity {hit.score:.3f} between the query and the {what}"
 
+    def media_fields(self, doc: IndexDocument) -> dict[str, Any]:
+        """The `MediaView` fields of a document: what it shows of itself, and URLs for its media."""
+        shown = set(MediaView.model_fields) - {"url", "thumbnail_url", "strip_url"}
+        return {
+            **doc.model_dump(include=shown),
+            "url": self.links.url(doc.id, doc.uri),
+            "thumbnail_url": self.links.url(doc.id, doc.thumbnail, "thumbnail"),
+            "strip_url": self.links.url(doc.id, doc.strip, "strip"),
+        }
+
     def image_result(self, hit: Hit, query: Query, req: SearchRequest) -> SearchResult:
-        doc = hit.document
         return SearchResult(
-            id=doc.id,
+            **self.media_fields(hit.document),
             kind=ResultKind.IMAGE,
             score=hit.score,
-            uri=doc.uri,
-            url=self.links.url(doc.id, doc.uri),
-            thumbnail_url=self.links.url(doc.id, doc.thumbnail or doc.uri, "thumbnail"),
-            caption=doc.caption,
-            tags=doc.tags,
-            width=doc.width,
-            height=doc.height,
             explanation=self.explain(hit, query, req, "image"),
         )
 
@@ -302,20 +305,9 @@ class SearchService:
             for h in (video.scenes[:MAX_SCENES_SHOWN] if video else [])
         ]
         return SearchResult(
-            id=doc.id,
+            **{**self.media_fields(doc), "video_id": doc.id},
             kind=ResultKind.VIDEO,
             score=video.score if video else float(score or 0.0),
-            uri=doc.uri,
-            url=self.links.url(doc.id, doc.uri),
-            thumbnail_url=self.links.url(doc.id, doc.thumbnail, "thumbnail"),
-            video_id=doc.id,
             scenes=scenes,
-            caption=doc.caption,
-            tags=doc.tags,
-            width=doc.width,
-            height=doc.height,
-            duration=doc.duration,
-            scene_count=doc.scene_count,
-            strip_url=self.links.url(doc.id, doc.strip, "strip"),
             explanation=video.explanation if video else explanation,
         )
