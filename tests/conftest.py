@@ -40,6 +40,19 @@ def clip_model(tiny_clip_dir: Path) -> ClipModel:
     return ClipModel(str(tiny_clip_dir), device="cpu", batch_size=8).load()
 
 
+@pytest.fixture
+def app_env(tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings for CLI and app tests: a temp LanceDB and the tiny CLIP, read afresh by get_settings()."""
+    from mediasearch.config import get_settings
+
+    monkeypatch.setenv("MEDIASEARCH_LANCEDB_URI", str(tmp_path / "lancedb"))
+    monkeypatch.setenv("MEDIASEARCH_CLIP_MODEL", str(tiny_clip_dir))
+    monkeypatch.setenv("MEDIASEARCH_DEVICE", "cpu")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 + SageMaker API on a free local port, reached over HTTP like LocalStack or AWS."""

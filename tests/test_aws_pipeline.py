@@ -17,7 +17,6 @@ import pytest
 from typer.testing import CliRunner
 
 from mediasearch.cli import app
-from mediasearch.config import get_settings
 from mediasearch.index.lancedb import LanceDBIndex
 from mediasearch.inference import parse_output_lines
 from mediasearch.storage import open_store, read_uri
@@ -29,14 +28,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(moto_endpoint: str, tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch):
+def env(moto_endpoint: str, app_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("MEDIASEARCH_LANCEDB_URI", str(tmp_path / "lancedb"))
-    monkeypatch.setenv("MEDIASEARCH_CLIP_MODEL", str(tiny_clip_dir))
-    monkeypatch.setenv("MEDIASEARCH_DEVICE", "cpu")
-    get_settings.cache_clear()
-    yield moto_endpoint
-    get_settings.cache_clear()
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")

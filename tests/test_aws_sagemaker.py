@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from mediasearch.aws import sagemaker as sm
 from mediasearch.cli import app
-from mediasearch.config import get_settings
 from mediasearch.storage import S3Store
 from tests.conftest import COLOURS, image_bytes
 
@@ -25,14 +24,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def aws_env(moto_endpoint: str, tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch):
+def aws_env(moto_endpoint: str, app_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("MEDIASEARCH_LANCEDB_URI", str(tmp_path / "lancedb"))
-    monkeypatch.setenv("MEDIASEARCH_CLIP_MODEL", str(tiny_clip_dir))
-    monkeypatch.setenv("MEDIASEARCH_DEVICE", "cpu")
-    get_settings.cache_clear()
-    yield moto_endpoint
-    get_settings.cache_clear()
+    return moto_endpoint
 
 
 def client(service: str, endpoint: str):
