@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     )
     frames_per_scene: int = Field(3, ge=1, le=64, description="frames sampled and embedded per scene")
     max_scene_s: float = Field(10.0, gt=0, description="longer shots are split into windows of this length")
-    video_workers: int = Field(1, ge=1, description="videos preprocessed in parallel")
+    video_workers: int = Field(
+        2, ge=1, description="videos preprocessed in parallel (2 measured 1.6x faster on 2 cores)"
+    )
 
     captions: bool = Field(False, description="caption images and frames in the transform (captioner + tags)")
     caption_model: str = Field(

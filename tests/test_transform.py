@@ -92,3 +92,25 @@ def test_runner_by_prefix_ignores_outputs(store: LocalStore, handler: ClipHandle
     runner = TransformRunner(store, handler, progress=False)
     assert runner.run(prefix="work/manifests").manifests == 1
     assert runner.run(prefix="work/manifests").skipped_manifests == 1
+
+
+def test_the_transform_job_runs_by_path(store: LocalStore, tiny_clip_dir, tmp_path) -> None:
+    """`jobs/transform.py` is what a container or scheduler runs: same runner, same outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keys = write_manifests(store, "work/manifests", scan_images(store, "photos/2"))
+    env = {**os.environ, "MEDIASEARCH_CLIP_MODEL": str(tiny_clip_dir), "HF_HUB_OFFLINE": "1"}
+    job = Path(__file__).resolve().parents[1] / "jobs" / "transform.py"
+    done = subprocess.run(
+        [sys.executable, str(job), str(store.root), "--prefix", "work/manifests"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 manifest(s) run, 0 already done, 6 records, 0 failed" in done.stdout
+    assert len(parse_output_lines(store.get(output_key(keys[0])))) == 6
