@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -271,3 +272,51 @@ def parse_output_lines(body: bytes | str) -> list[TransformResult]:
 
 def dumps_manifest(records: Sequence[ManifestRecord]) -> bytes:
     return "".join(json.dumps(r.model_dump(mode="json", exclude_none=True)) + "\n" for r in records).encode()
+
+
+class EntryPoints:
+    """The four module-level functions the SageMaker inference toolkit looks up in `inference.py`.
+
+    `input_fn` and `output_fn` get no model argument under that contract, so the handler that
+    `model_fn` built is kept here (the toolkit runs one model per worker process). A handler script
+    is then two lines: build this from a factory and export its four functions.
+    """
+
+    def __init__(self, factory: Callable[[str], ClipHandler]) -> None:
+        self.factory = factory
+        self.handler: ClipHandler | None = None
+
+    def _current(self) -> ClipHandler:
+        if self.handler is None:
+            raise RuntimeError("model_fn has not run: the serving container calls it before any request")
+        return self.handler
+
+    def model_fn(self, model_dir: str) -> ClipHandler:
+        handler = self.factory(model_dir)
+        # Load now: the container reports healthy only after model_fn, so the first request stays fast.
+        for model in (handler.model, handler.captioner):
+            if model is not None:
+                model.load()
+        self.handler = handler
+        return handler
+
+    def input_fn(self, request_body: bytes | str, request_content_type: str) -> Any:
+        try:
+            return self._current().input_fn(request_body, request_content_type)
+        except BadRequest as exc:
+            raise _toolkit_bad_request(exc) from None
+
+    def predict_fn(self, input_data: Any, model: ClipHandler) -> Any:
+        return model.predict_fn(input_data)
+
+    def output_fn(self, prediction: Any, accept: str) -> tuple[bytes, str]:
+        return self._current().output_fn(prediction, accept)
+
+
+def _toolkit_bad_request(exc: BadRequest) -> Exception:
+    """A 400 for the caller under the SageMaker toolkit (a plain exception becomes a 500)."""
+    try:
+        from sagemaker_inference.errors import GenericInferenceToolkitError
+    except ImportError:  # not inside a SageMaker container
+        return exc
+    return GenericInferenceToolkitError(400, str(exc))

@@ -110,3 +110,39 @@ def test_bad_requests_are_bad_request(served, body: bytes, ctype: str) -> None:
     module, _ = served
     with pytest.raises(BadRequest):
         module.input_fn(body, ctype)
+
+
+def test_captioning_handler_under_the_same_contract(tmp_path: Path) -> None:
+    """model_handlers/captioning: the same contract, captions instead of embeddings."""
+    from mediasearch.models.random_init import build_random_captioner
+
+    weights = build_random_captioner(tmp_path / "captioner", size="tiny")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDIASEARCH_DEVICE", "cpu")
+    mp.setenv("MEDIASEARCH_CAPTION_MAX_LENGTH", "6")
+    try:
+        module = load_handler_module(ROOT / "model_handlers" / "captioning" / "inference.py")
+        model = module.model_fn(str(weights))
+        assert model.model is None and model.captioner.loaded
+        store = LocalStore(tmp_path / "media")
+        store.put("a.png", image_bytes(COLOURS["red"]))
+        lines = [
+            json.dumps({"id": "a", "uri": store.uri("a.png")}),
+            json.dumps({"id": "gone", "uri": store.uri("gone.png")}),
+        ]
+        body, ctype = invoke(
+            module, model, "\n".join(lines).encode(), "application/jsonlines", "application/jsonlines"
+        )
+        good, missing = parse_output_lines(body)
+        assert ctype == "application/jsonlines"
+        assert isinstance(good.caption, str) and good.clip is None and good.ok
+        assert "does not exist" in (missing.error or "")
+        body, ctype = invoke(
+            module, model, image_bytes(COLOURS["blue"]), "application/x-image", "application/json"
+        )
+        reply = json.loads(body)
+        assert ctype == "application/json" and len(reply["captions"]) == 1 and reply["embeddings"] == []
+        with pytest.raises(BadRequest, match="no text encoder"):
+            module.predict_fn(module.input_fn(b'{"text": ["a"]}', "application/json"), model)
+    finally:
+        mp.undo()
