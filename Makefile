@@ -39,6 +39,8 @@ demo: setup
 	@for q in "a photo of a red circle" "a blue star on a black background" "a large yellow triangle"; do \
 		echo; echo "== $$q"; $(BIN)/mediasearch search "$$q" --k 5 || exit 1; \
 	done
+	@echo; echo "== videos: a red circle on a blue background (matching scenes with timestamps)"
+	$(BIN)/mediasearch search "a red circle on a blue background" --kind video --k 3
 	$(BIN)/mediasearch eval
 
 # The same job with randomly initialised ViT-B/32 weights, for machines that cannot download the
