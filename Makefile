@@ -41,7 +41,7 @@ demo: setup
 	done
 	@echo; echo "== videos: a red circle on a blue background (matching scenes with timestamps)"
 	$(BIN)/mediasearch search "a red circle on a blue background" --kind video --k 3
-	$(BIN)/mediasearch eval
+	$(BIN)/mediasearch eval --k 1 --k 5 --k 10 --k 20 --plot $(DATA)/recall.png
 
 # The same job with randomly initialised ViT-B/32 weights, for machines that cannot download the
 # real model: every stage runs, the rankings are noise.

@@ -261,24 +261,34 @@ def evaluate(
     k: Annotated[list[int] | None, typer.Option(help="cut-offs for recall@k")] = None,
     per_query: bool = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="also draw recall@k and precision@k for k = 1..max as a PNG")
+    ] = None,
 ) -> None:
     """Recall@k and MRR of text queries over the labelled sample corpus."""
     from mediasearch.corpus.images import ImageLabel
     from mediasearch.evaluation import evaluate as run_eval
     from mediasearch.evaluation import queries_from_labels
+    from mediasearch.recall_plot import draw_recall_plot
     from mediasearch.storage import open_store, read_uri
 
     settings = _settings()
     uri = labels or open_store(settings.store).uri("demo/images/labels.jsonl")
     rows = [ImageLabel.model_validate_json(ln) for ln in read_uri(uri).decode().splitlines() if ln.strip()]
     service = _service(settings)
+    service.warm_up()
 
     def search_fn(text: str, depth: int) -> list[str]:
         req = SearchRequest(text=text, k=depth, kinds=[ResultKind.IMAGE])
         return [r.id for r in service.search(req).results]
 
-    report = run_eval(queries_from_labels(rows), search_fn, ks=tuple(k or (1, 5, 10)))
+    ks = tuple(k or (1, 5, 10))
+    queries = queries_from_labels(rows)
+    report = run_eval(queries, search_fn, ks=ks)
     typer.echo(report.model_dump_json(indent=2) if as_json else report.to_table(per_query=per_query))
+    if plot is not None:
+        curve = run_eval(queries, search_fn, ks=range(1, max(ks) + 1)) if max(ks) > 1 else report
+        typer.echo(f"plot: {draw_recall_plot(curve, plot, corpus_size=len(rows))}", err=True)
 
 
 @app.command()

@@ -134,3 +134,31 @@ def test_evaluate_truncates_an_overlong_ranking() -> None:
     query = EvalQuery(text="q", colour="red", shape="circle", relevant_ids=["a"])
     report = evaluate([query], lambda text, k: ["x", "y", "a"], ks=(2,))
     assert report.recall[2] == 0.0 and report.mrr == 0.0
+
+
+def test_recall_plot_draws_the_curves_where_the_values_are(tmp_path) -> None:
+    from PIL import Image
+
+    from mediasearch.evaluation import EvalReport
+    from mediasearch.recall_plot import MARGIN, RECALL, SIZE, draw_recall_plot
+
+    ks = list(range(1, 11))
+    report = EvalReport(
+        ks=ks,
+        n_queries=3,
+        recall={k: k / 10 for k in ks},  # a straight line from 0.1 to 1.0
+        precision={k: 0.5 for k in ks},
+        mrr=0.5,
+        rows=[],
+    )
+    path = draw_recall_plot(report, tmp_path / "plots" / "recall.png", corpus_size=100)
+    image = Image.open(path).convert("RGB")
+    assert image.size == SIZE
+    left, top, right, bottom = MARGIN
+    width, height = SIZE[0] - left - right, SIZE[1] - top - bottom
+    # recall@k = 0.55 at k = 5.5: on the recall line, halfway between the ticks.
+    x, y = left + 0.5 * width, top + (1 - 0.55) * height
+    colour = "#{:02x}{:02x}{:02x}".format(*image.getpixel((round(x), round(y))))
+    assert colour == RECALL
+    with pytest.raises(ValueError, match="at least two values of k"):
+        draw_recall_plot(report.model_copy(update={"ks": [1]}), tmp_path / "x.png")
