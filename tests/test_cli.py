@@ -53,9 +53,10 @@ def test_demo_corpus_ingest_search_eval(tmp_path, tiny_clip_dir) -> None:
     body = json.loads(found.output)
     assert len(body["results"]) == 5 and all(r["kind"] == "image" for r in body["results"])
 
-    report = run("eval", "--json", "--k", "5", "--k", "10")
+    report = run("eval", "--json", "--k", "5", "--k", "10", "--plot", str(tmp_path / "recall.png"))
     assert report.exit_code == 0, report.output
-    metrics = json.loads(report.output)
+    assert (tmp_path / "recall.png").read_bytes().startswith(b"\x89PNG")
+    metrics = json.loads(report.stdout)
     assert metrics["n_queries"] > 0 and set(metrics["recall"]) == {"5", "10"}
     assert 0.0 <= metrics["mrr"] <= 1.0
 
