@@ -21,6 +21,7 @@ import numpy as np
 
 from mediasearch.encoder import QueryEncoder
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
+from mediasearch.inference import ImageDecodeError
 from mediasearch.links import MediaLinks
 from mediasearch.models.base import ModelLoadError
 from mediasearch.records import (
@@ -149,8 +150,6 @@ class SearchService:
 
     def query_vector(self, req: SearchRequest) -> tuple[np.ndarray, str | None]:
         """The vector to search with, and the id of a video to leave out of its own neighbours."""
-        from mediasearch.inference import ImageDecodeError
-
         if req.text is not None:
             if not req.text.strip():
                 raise QueryError("text", "text is blank")
