@@ -23,10 +23,10 @@ import time
 import numpy as np
 from _common import emit, environment, loadavg, log, percentiles_ms
 
+from mediasearch.core.records import DocKind, IndexDocument
 from mediasearch.index import lancedb as lancedb_module
 from mediasearch.index.base import IndexFilter, IndexSpec
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.records import DocKind, IndexDocument
 
 TARGET_RECALL = 0.95
 TARGET_P50_MS = 10.0

@@ -37,15 +37,15 @@ import httpx
 import numpy as np
 from _common import emit, environment, loadavg, log
 
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.images import generate_images
 from mediasearch.corpus.videos import default_specs, write_corpus
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.ingest import ingest
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.pipeline import ingest
+from mediasearch.indexing.video import VideoOptions
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
-from mediasearch.storage import LocalStore
-from mediasearch.video import VideoOptions
 
 VIDEOS = ("cuts_a.mp4", "cuts_b.mp4", "cuts_d.mkv", "short.mp4")
 REQUEST_TIMEOUT_S = 30.0

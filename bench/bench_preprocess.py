@@ -32,10 +32,10 @@ from typing import Any
 
 import av
 
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.videos import benchmark_spec, render_video
-from mediasearch.preprocess import PreprocessJob, PreprocessSummary
-from mediasearch.storage import LocalStore
-from mediasearch.video import VideoOptions
+from mediasearch.indexing.preprocess import PreprocessJob, PreprocessSummary
+from mediasearch.indexing.video import VideoOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_preprocess.json"
 SIZES = {"480p": (854, 480), "720p": (1280, 720)}

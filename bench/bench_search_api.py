@@ -28,18 +28,18 @@ import numpy as np
 import uvicorn
 from _common import emit, environment, loadavg, log, percentiles_ms
 
-from mediasearch.api import create_app
-from mediasearch.config import Settings
+from mediasearch.core.settings import Settings
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.images import generate_images
-from mediasearch.encoder import LocalEncoder
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.ingest import ingest
-from mediasearch.links import MediaLinks
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.pipeline import ingest
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
-from mediasearch.search import SearchService
-from mediasearch.storage import LocalStore
+from mediasearch.query.api import create_app
+from mediasearch.query.encoder import LocalEncoder
+from mediasearch.query.links import MediaLinks
+from mediasearch.query.search import SearchService
 
 SLOWDOWN = 1.3
 SLACK_MS = 5.0

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from _common import emit, environment, loadavg, log
 
+from mediasearch.core.images import decode_image
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.images import generate_images
-from mediasearch.inference import ClipHandler, decode_image
-from mediasearch.manifests import scan_images, write_manifests
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.manifests import scan_images, write_manifests
+from mediasearch.indexing.transform import TransformRunner
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
-from mediasearch.storage import LocalStore
-from mediasearch.transform import TransformRunner
 
 TARGET_RATIO = 0.85
 IMAGES_PER_SEED = 360  # the synthetic corpus is a 360-image product; more images need another seed

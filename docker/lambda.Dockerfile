@@ -4,7 +4,7 @@
 FROM public.ecr.aws/lambda/python:3.12
 
 # No transformers, LanceDB or video stack: the model lives on the endpoint and the index is
-# OpenSearch. torch (CPU wheel) stays only because mediasearch.encoder imports the CLIP module.
+# OpenSearch. torch (CPU wheel) stays only because mediasearch.query.encoder imports the CLIP module.
 COPY query_lambda/requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir --target "${LAMBDA_TASK_ROOT}" \
         --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \

@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mediasearch.config import get_settings
-from mediasearch.preprocess import PreprocessJob
-from mediasearch.storage import open_store
-from mediasearch.video import VideoOptions
+from mediasearch.core.settings import get_settings
+from mediasearch.core.storage import open_store
+from mediasearch.indexing.preprocess import PreprocessJob
+from mediasearch.indexing.video import VideoOptions
 
 
 def main(argv: Sequence[str] | None = None) -> int:

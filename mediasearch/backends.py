@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mediasearch.config import EncoderBackend, IndexBackend, Settings
-from mediasearch.encoder import LocalEncoder, QueryEncoder, SageMakerEncoder
+from mediasearch.core.settings import EncoderBackend, IndexBackend, Settings
+from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.links import MediaLinks
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.video_documents import TagOptions
 from mediasearch.models.captioner import CaptionModel
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.text_embedder import TextEmbedder
-from mediasearch.search import SearchService
-from mediasearch.storage import ObjectStore, open_store
-from mediasearch.video_documents import TagOptions
+from mediasearch.query.encoder import LocalEncoder, QueryEncoder, SageMakerEncoder
+from mediasearch.query.links import MediaLinks
+from mediasearch.query.search import SearchService
 
 if TYPE_CHECKING:
-    from mediasearch.video import VideoOptions
+    from mediasearch.indexing.video import VideoOptions
 
 
 def store(settings: Settings) -> ObjectStore:
@@ -82,7 +82,7 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
 
 def video_options(settings: Settings) -> VideoOptions:
     # Imported here: PyAV/OpenCV are not in the slim query Lambda or SageMaker images.
-    from mediasearch.video import VideoOptions
+    from mediasearch.indexing.video import VideoOptions
 
     return VideoOptions(
         threshold=settings.scene_threshold,

@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 
 from mediasearch import backends
-from mediasearch.config import Settings, get_settings
-from mediasearch.records import (
+from mediasearch.core.records import (
     Aggregation,
     ResultKind,
     SearchMode,
@@ -20,6 +19,7 @@ from mediasearch.records import (
     SearchResponse,
     TransformResult,
 )
+from mediasearch.core.settings import Settings, get_settings
 
 app = typer.Typer(
     help="Semantic search over images and videos. Settings come from MEDIASEARCH_* environment variables.",
@@ -59,9 +59,9 @@ def demo_data(
     videos: Annotated[bool, typer.Option(help="also write the synthetic videos")] = True,
 ) -> None:
     """Generate the synthetic labelled sample corpus (images, videos with known scenes, labels) into the store."""
+    from mediasearch.core.storage import open_store
     from mediasearch.corpus.images import generate_images
     from mediasearch.corpus.videos import ensure_corpus
-    from mediasearch.storage import open_store
 
     settings = _settings()
     store = open_store(dest or settings.store)
@@ -82,8 +82,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Scan SOURCE, preprocess videos, embed (and caption) new or changed media, load them into the index."""
-    from mediasearch.ingest import ingest as run_ingest
-    from mediasearch.storage import open_store
+    from mediasearch.core.storage import open_store
+    from mediasearch.indexing.pipeline import ingest as run_ingest
 
     settings = _settings()
     store = open_store(source)
@@ -114,8 +114,8 @@ def preprocess(
     force: Annotated[bool, typer.Option(help="redo videos that are already done")] = False,
 ) -> None:
     """Cut videos into scenes, sample frames, write thumbnails, strips and frame manifests (resumable)."""
-    from mediasearch.preprocess import PreprocessJob
-    from mediasearch.storage import open_store
+    from mediasearch.core.storage import open_store
+    from mediasearch.indexing.preprocess import PreprocessJob
 
     settings = _settings()
     job = PreprocessJob(
@@ -148,8 +148,8 @@ def transform(
     captions: Annotated[bool | None, typer.Option("--captions/--no-captions")] = None,
 ) -> None:
     """Run the batch transform locally over manifests, writing <manifest>.out beside each (resumable)."""
-    from mediasearch.storage import open_store
-    from mediasearch.transform import TransformRunner
+    from mediasearch.core.storage import open_store
+    from mediasearch.indexing.transform import TransformRunner
 
     settings = _settings()
     runner = TransformRunner(
@@ -171,8 +171,8 @@ def load(
     prefix: str = "",
 ) -> None:
     """Load transform outputs into the index (idempotent; video frames become scenes and videos)."""
-    from mediasearch.loader import Loader
-    from mediasearch.storage import open_store
+    from mediasearch.core.storage import open_store
+    from mediasearch.indexing.loader import Loader
 
     settings = _settings()
     index = backends.index(settings)
@@ -204,7 +204,7 @@ def search(
     """Search the index from the command line (no server needed)."""
     import base64
 
-    from mediasearch.search import QueryError
+    from mediasearch.query.search import QueryError
 
     settings = _settings()
     payload: dict[str, object] = {"k": k, "mode": mode, "aggregation": aggregation}
@@ -266,11 +266,11 @@ def evaluate(
     ] = None,
 ) -> None:
     """Recall@k and MRR of text queries over the labelled sample corpus."""
+    from mediasearch.core.storage import open_store, read_uri
     from mediasearch.corpus.images import ImageLabel
-    from mediasearch.evaluation import evaluate as run_eval
-    from mediasearch.evaluation import queries_from_labels
-    from mediasearch.recall_plot import draw_recall_plot
-    from mediasearch.storage import open_store, read_uri
+    from mediasearch.eval.metrics import evaluate as run_eval
+    from mediasearch.eval.metrics import queries_from_labels
+    from mediasearch.eval.plot import draw_recall_plot
 
     settings = _settings()
     uri = labels or open_store(settings.store).uri("demo/images/labels.jsonl")
@@ -296,14 +296,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve the HTTP API and the search page (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from mediasearch.logs import configure_logging
+    from mediasearch.core.logs import configure_logging
 
     # JSON lines, one per request from the API's own middleware; uvicorn's text access log would
     # only repeat it without the request id, and log_config=None keeps uvicorn from replacing ours.
     configure_logging()
     _settings()
     uvicorn.run(
-        "mediasearch.api:create_app",
+        "mediasearch.query.api:create_app",
         factory=True,
         host=host,
         port=port,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mangum import Mangum
 
-from mediasearch.api import create_app
+from mediasearch.query.api import create_app
 
 # Lambda has no ASGI lifespan to run; "off" spares every cold start the startup handshake.
 handler = Mangum(create_app(), lifespan="off")

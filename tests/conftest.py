@@ -43,7 +43,7 @@ def clip_model(tiny_clip_dir: Path) -> ClipModel:
 @pytest.fixture
 def app_env(tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings for CLI and app tests: a temp LanceDB and the tiny CLIP, read afresh by get_settings()."""
-    from mediasearch.config import get_settings
+    from mediasearch.core.settings import get_settings
 
     monkeypatch.setenv("MEDIASEARCH_LANCEDB_URI", str(tmp_path / "lancedb"))
     monkeypatch.setenv("MEDIASEARCH_CLIP_MODEL", str(tiny_clip_dir))

@@ -16,18 +16,18 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mediasearch.api import create_app
-from mediasearch.config import Settings
-from mediasearch.encoder import LocalEncoder
+from mediasearch.core.logs import JsonFormatter, configure_logging
+from mediasearch.core.records import stable_id
+from mediasearch.core.settings import Settings
+from mediasearch.core.storage import LocalStore
 from mediasearch.index.base import IndexError_
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.ingest import ingest
-from mediasearch.links import MediaLinks
-from mediasearch.logs import JsonFormatter, configure_logging
-from mediasearch.records import stable_id
-from mediasearch.search import SearchService
-from mediasearch.storage import LocalStore
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.pipeline import ingest
+from mediasearch.query.api import create_app
+from mediasearch.query.encoder import LocalEncoder
+from mediasearch.query.links import MediaLinks
+from mediasearch.query.search import SearchService
 from tests.conftest import COLOURS, image_bytes
 
 
@@ -254,7 +254,7 @@ def test_api_key_is_compared_in_constant_time(env, monkeypatch: pytest.MonkeyPat
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("mediasearch.api.hmac.compare_digest", spy)
+    monkeypatch.setattr("mediasearch.query.api.hmac.compare_digest", spy)
     client = client_for(env, api_key="s3cret")
     assert client.post("/search", json={"text": "a"}, headers={"x-api-key": "s3cre"}).status_code == 401
     assert client.post("/search", json={"text": "a"}, headers={"x-api-key": "s3cret"}).status_code == 200
@@ -309,7 +309,7 @@ class Exploding(SearchService):
 def test_an_unexpected_error_is_a_bare_500_and_logged(env, caplog: pytest.LogCaptureFixture) -> None:
     _, service, _ = env
     client = client_for(env, service=Exploding(service, RuntimeError("boom at /srv/secret/path.py")))
-    with caplog.at_level(logging.ERROR, logger="mediasearch.api"):
+    with caplog.at_level(logging.ERROR, logger="mediasearch.query.api"):
         r = client.post("/search", json={"text": "a"}, headers={"x-request-id": "req-500"})
     body = assert_json_error(r, 500)
     assert body == {"error": "internal error", "detail": {"request_id": "req-500"}}

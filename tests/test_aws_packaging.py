@@ -31,7 +31,7 @@ def test_layout(archive) -> None:
     assert {"code/inference.py", "code/requirements.txt"} <= names
     assert {
         "code/mediasearch/__init__.py",
-        "code/mediasearch/inference.py",
+        "code/mediasearch/indexing/handler.py",
         "code/mediasearch/models/clip.py",
         "code/mediasearch/web/index.html",
     } <= names

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mediasearch.cli import app
+from mediasearch.core.storage import open_store, read_uri
+from mediasearch.core.wire import parse_output_lines
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import parse_output_lines
-from mediasearch.storage import open_store, read_uri
 from tests.conftest import COLOURS, image_bytes
 from tests.test_model_handler import load_handler_module
 

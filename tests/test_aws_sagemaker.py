@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from mediasearch.aws import sagemaker as sm
 from mediasearch.cli import app
-from mediasearch.storage import S3Store
+from mediasearch.core.storage import S3Store
 from tests.conftest import COLOURS, image_bytes
 
 ROLE = "arn:aws:iam::123456789012:role/mediasearch-sagemaker"

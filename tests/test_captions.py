@@ -7,20 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mediasearch.encoder import LocalEncoder
+from mediasearch.core.records import DocKind, ManifestRecord, SearchRequest, TransformResult, stable_id
+from mediasearch.core.storage import LocalStore
+from mediasearch.core.wire import dumps_manifest, parse_output_lines
 from mediasearch.index.base import IndexFilter
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler, dumps_manifest, parse_output_lines
-from mediasearch.ingest import ingest
-from mediasearch.links import MediaLinks
-from mediasearch.loader import Loader
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.loader import Loader
+from mediasearch.indexing.pipeline import ingest
+from mediasearch.indexing.video import VideoOptions
 from mediasearch.models.captioner import CaptionModel
 from mediasearch.models.random_init import build_random_captioner, build_random_text_embedder
 from mediasearch.models.text_embedder import TextEmbedder, bundled_minilm_path
-from mediasearch.records import DocKind, ManifestRecord, SearchRequest, TransformResult, stable_id
-from mediasearch.search import SearchService
-from mediasearch.storage import LocalStore
-from mediasearch.video import VideoOptions
+from mediasearch.query.encoder import LocalEncoder
+from mediasearch.query.links import MediaLinks
+from mediasearch.query.search import SearchService
 from tests.conftest import COLOURS, image_bytes
 
 
@@ -168,7 +169,7 @@ def test_hybrid_on_lancedb_end_to_end(captioned) -> None:
     "payload", [{"image": "aGk=", "mode": "caption"}, {"video_id": "v", "mode": "hybrid"}]
 )
 def test_caption_and_hybrid_modes_need_text(captioned, payload) -> None:
-    from mediasearch.search import QueryError
+    from mediasearch.query.search import QueryError
 
     _, _, service = captioned
     with pytest.raises(QueryError) as err:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mediasearch.cli import app
-from mediasearch.config import get_settings
+from mediasearch.core.settings import get_settings
 
 COMMANDS = ["demo-data", "ingest", "transform", "load", "serve", "search", "similar", "eval", "random-model"]
 

@@ -24,7 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mediasearch.cli import app
-from mediasearch.config import Settings, get_settings
+from mediasearch.core.settings import Settings, get_settings
 from mediasearch.index.lancedb import LanceDBIndex
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,5 +192,5 @@ def test_api_command_starts_the_server(compose: dict, monkeypatch: pytest.Monkey
     result = CliRunner().invoke(app, argv[1:])
     assert result.exit_code == 0, result.output
     (call,) = calls
-    assert call["target"] == "mediasearch.api:create_app" and call["factory"] is True
+    assert call["target"] == "mediasearch.query.api:create_app" and call["factory"] is True
     assert (call["host"], call["port"]) == ("0.0.0.0", 8000)  # reachable through the published port

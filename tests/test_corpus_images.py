@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mediasearch.core.records import stable_id
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.images import COLOURS, ImageLabel, generate_images, load_labels
-from mediasearch.records import stable_id
-from mediasearch.storage import LocalStore
 
 PREFIX = "demo/images"
 _HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360 for name, rgb in COLOURS.items()}

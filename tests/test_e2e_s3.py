@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from mediasearch.api import create_app
 from mediasearch.cli import app as cli
-from mediasearch.config import Settings, get_settings
-from mediasearch.records import stable_id
+from mediasearch.core.records import stable_id
+from mediasearch.core.settings import Settings, get_settings
+from mediasearch.query.api import create_app
 from tests.conftest import COLOURS, image_bytes
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from mediasearch.corpus.images import ImageLabel
-from mediasearch.evaluation import (
+from mediasearch.eval.metrics import (
     EvalQuery,
     EvalReport,
     evaluate,
@@ -139,8 +139,8 @@ def test_evaluate_truncates_an_overlong_ranking() -> None:
 def test_recall_plot_draws_the_curves_where_the_values_are(tmp_path) -> None:
     from PIL import Image
 
-    from mediasearch.evaluation import EvalReport
-    from mediasearch.recall_plot import MARGIN, RECALL, SIZE, draw_recall_plot
+    from mediasearch.eval.metrics import EvalReport
+    from mediasearch.eval.plot import MARGIN, RECALL, SIZE, draw_recall_plot
 
     ks = list(range(1, 11))
     report = EvalReport(

@@ -19,17 +19,17 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mediasearch.api import create_app  # noqa: E402
-from mediasearch.config import Settings  # noqa: E402
+from mediasearch.core.settings import Settings  # noqa: E402
+from mediasearch.core.storage import LocalStore  # noqa: E402
 from mediasearch.corpus.videos import default_specs, write_corpus  # noqa: E402
-from mediasearch.encoder import LocalEncoder  # noqa: E402
 from mediasearch.index.lancedb import LanceDBIndex  # noqa: E402
-from mediasearch.inference import ClipHandler  # noqa: E402
-from mediasearch.ingest import ingest  # noqa: E402
-from mediasearch.links import MediaLinks  # noqa: E402
-from mediasearch.search import SearchService  # noqa: E402
-from mediasearch.storage import LocalStore  # noqa: E402
-from mediasearch.video import VideoOptions  # noqa: E402
+from mediasearch.indexing.handler import ClipHandler  # noqa: E402
+from mediasearch.indexing.pipeline import ingest  # noqa: E402
+from mediasearch.indexing.video import VideoOptions  # noqa: E402
+from mediasearch.query.api import create_app  # noqa: E402
+from mediasearch.query.encoder import LocalEncoder  # noqa: E402
+from mediasearch.query.links import MediaLinks  # noqa: E402
+from mediasearch.query.search import SearchService  # noqa: E402
 from tests.conftest import COLOURS, image_bytes  # noqa: E402
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from mediasearch.core.records import DocKind, IndexDocument
 from mediasearch.index.base import IndexError_, IndexFilter, IndexSpec, VectorField, VectorIndex
-from mediasearch.records import DocKind, IndexDocument
 
 DIM = 8
 CAP_DIM = 4
@@ -31,7 +31,7 @@ def index(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
         url = os.environ.get("OPENSEARCH_URL")
         if not url:
             pytest.skip("OPENSEARCH_URL is not set: no OpenSearch cluster to test against")
-        from mediasearch.config import Settings
+        from mediasearch.core.settings import Settings
         from mediasearch.index.opensearch import OpenSearchIndex
 
         idx = OpenSearchIndex.from_settings(Settings(opensearch_url=url, collection=collection))

@@ -25,7 +25,8 @@ import requests
 from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
 from opensearchpy.connection import Connection
 
-from mediasearch.config import Settings
+from mediasearch.core.records import DocKind, IndexDocument
+from mediasearch.core.settings import Settings
 from mediasearch.index.base import IndexError_, IndexFilter, IndexSpec, VectorField
 from mediasearch.index.opensearch import (
     OpenSearchIndex,
@@ -35,7 +36,6 @@ from mediasearch.index.opensearch import (
     index_body,
     knn_query,
 )
-from mediasearch.records import DocKind, IndexDocument
 
 SPEC = IndexSpec(clip_dim=4, caption_dim=3)
 

@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mediasearch.inference import (
-    BadRequest,
-    ClipHandler,
-    EmbeddingResponse,
-    ImageDecodeError,
-    ManifestBatch,
-    decode_image,
-    parse_output_lines,
-)
-from mediasearch.storage import LocalStore
+from mediasearch.core.images import ImageDecodeError, decode_image
+from mediasearch.core.storage import LocalStore
+from mediasearch.core.wire import EmbeddingResponse, parse_output_lines
+from mediasearch.indexing.handler import BadRequest, ClipHandler, ManifestBatch
 from tests.conftest import COLOURS, image_bytes
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mediasearch.aws import sagemaker as sm
-from mediasearch.config import Settings
+from mediasearch.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "infra" / "template.yaml"

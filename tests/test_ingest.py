@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from mediasearch.core.records import DocKind, stable_id
+from mediasearch.core.storage import LocalStore
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.ingest import ingest
-from mediasearch.loader import Loader
-from mediasearch.records import DocKind, stable_id
-from mediasearch.storage import LocalStore
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.loader import Loader
+from mediasearch.indexing.pipeline import ingest
 from tests.conftest import COLOURS, image_bytes
 
 

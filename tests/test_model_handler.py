@@ -10,8 +10,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from mediasearch.inference import BadRequest, parse_output_lines
-from mediasearch.storage import LocalStore
+from mediasearch.core.storage import LocalStore
+from mediasearch.core.wire import parse_output_lines
+from mediasearch.indexing.handler import BadRequest
 from tests.conftest import COLOURS, image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

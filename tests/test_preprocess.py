@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mediasearch.core.records import ManifestRecord, MediaKind, VideoRecord, stable_id
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.videos import (
     VideoSpec,
     VideoTruth,
@@ -20,10 +22,8 @@ from mediasearch.corpus.videos import (
     write_truncated,
     write_zero_length,
 )
-from mediasearch.preprocess import PreprocessJob, WorkLayout, list_videos
-from mediasearch.records import ManifestRecord, MediaKind, VideoRecord, stable_id
-from mediasearch.storage import LocalStore
-from mediasearch.video import VideoOptions
+from mediasearch.indexing.preprocess import PreprocessJob, WorkLayout, list_videos
+from mediasearch.indexing.video import VideoOptions
 
 BAD = {
     "bad/zero.mp4": "empty",

@@ -16,9 +16,9 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 from mediasearch import backends
-from mediasearch.config import Settings, get_settings
-from mediasearch.ingest import ingest
-from mediasearch.storage import LocalStore
+from mediasearch.core.settings import Settings, get_settings
+from mediasearch.core.storage import LocalStore
+from mediasearch.indexing.pipeline import ingest
 from tests.conftest import COLOURS, image_bytes
 
 HANDLER = Path(__file__).resolve().parents[1] / "query_lambda" / "handler.py"

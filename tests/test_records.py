@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from mediasearch.records import IndexDocument, ManifestRecord, SearchRequest, TransformResult, stable_id
+from mediasearch.core.records import IndexDocument, ManifestRecord, SearchRequest, TransformResult, stable_id
 
 
 def test_vectors_are_float32_arrays_inside_and_lists_on_the_wire() -> None:

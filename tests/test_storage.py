@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mediasearch.storage import (
+from mediasearch.core.storage import (
     LocalStore,
     ObjectNotFound,
     ObjectStore,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mediasearch.tags import TagCount, aggregate_tags, extract_tags, singularise, summarise
+from mediasearch.indexing.tags import TagCount, aggregate_tags, extract_tags, singularise, summarise
 
 
 def test_keywords_drop_stop_words_boilerplate_and_short_words() -> None:

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from mediasearch.inference import ClipHandler, dumps_manifest, parse_output_lines
-from mediasearch.manifests import changed, scan_images, write_manifests
-from mediasearch.records import ManifestRecord
-from mediasearch.storage import LocalStore
-from mediasearch.transform import ManifestReader, OutputWriter, TransformRunner, batches, output_key
+from mediasearch.core.records import ManifestRecord
+from mediasearch.core.storage import LocalStore
+from mediasearch.core.wire import dumps_manifest, parse_output_lines
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.manifests import changed, scan_images, write_manifests
+from mediasearch.indexing.transform import ManifestReader, OutputWriter, TransformRunner, batches, output_key
 from tests.conftest import COLOURS, image_bytes
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.videos import (
     COLOURS,
     VideoTruth,
@@ -16,8 +17,7 @@ from mediasearch.corpus.videos import (
     write_truncated,
     write_zero_length,
 )
-from mediasearch.storage import LocalStore
-from mediasearch.video import (
+from mediasearch.indexing.video import (
     VideoError,
     VideoOptions,
     VideoPreprocessor,

@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mediasearch.api import create_app
-from mediasearch.config import Settings
+from mediasearch.core.records import DocKind, SearchRequest, stable_id
+from mediasearch.core.settings import Settings
+from mediasearch.core.storage import open_store
 from mediasearch.corpus.videos import write_corpus, write_not_a_video, write_truncated, write_zero_length
-from mediasearch.encoder import LocalEncoder
 from mediasearch.index.base import IndexFilter
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.ingest import ingest
-from mediasearch.links import MediaLinks
-from mediasearch.records import DocKind, SearchRequest, stable_id
-from mediasearch.search import SearchService, aggregate_scenes
-from mediasearch.storage import open_store
-from mediasearch.video import VideoOptions
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.pipeline import ingest
+from mediasearch.indexing.video import VideoOptions
+from mediasearch.query.api import create_app
+from mediasearch.query.encoder import LocalEncoder
+from mediasearch.query.links import MediaLinks
+from mediasearch.query.search import SearchService, aggregate_scenes
 
 OPTIONS = VideoOptions(max_scene_s=3.0, frames_per_scene=3)
 
@@ -155,8 +155,8 @@ def test_changed_video_replaces_its_scenes(corpus) -> None:
 
 
 def test_aggregations_are_named_and_explained() -> None:
+    from mediasearch.core.records import Aggregation, IndexDocument
     from mediasearch.index.base import Hit
-    from mediasearch.records import Aggregation, IndexDocument
 
     def scene(v: str, n: int, score: float) -> Hit:
         doc = IndexDocument(

@@ -20,19 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from mediasearch.api import create_app
-from mediasearch.config import Settings
+from mediasearch.core.records import stable_id
+from mediasearch.core.settings import Settings
+from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.images import generate_images
 from mediasearch.corpus.videos import default_specs, write_corpus
-from mediasearch.encoder import LocalEncoder
 from mediasearch.index.lancedb import LanceDBIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.ingest import ingest
-from mediasearch.links import MediaLinks
-from mediasearch.records import stable_id
-from mediasearch.search import SearchService
-from mediasearch.storage import LocalStore
-from mediasearch.video import VideoOptions
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.pipeline import ingest
+from mediasearch.indexing.video import VideoOptions
+from mediasearch.query.api import create_app
+from mediasearch.query.encoder import LocalEncoder
+from mediasearch.query.links import MediaLinks
+from mediasearch.query.search import SearchService
 from tests.conftest import free_port
 
 try:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from mediasearch.aws import sagemaker as sm
-from mediasearch.config import IndexBackend, Settings, get_settings
+from mediasearch.core.settings import IndexBackend, Settings, get_settings
 
 aws_app = typer.Typer(
     help="Deploy to AWS and run the batch pipeline on SageMaker (see docs/deploy.md).",
@@ -75,7 +75,7 @@ def _index_settings(settings: Settings, outputs: dict[str, str]) -> Settings:
 
 
 def _s3_source(source: str):  # -> S3Store
-    from mediasearch.storage import S3Store, open_store
+    from mediasearch.core.storage import S3Store, open_store
 
     store = open_store(source)
     if not isinstance(store, S3Store):
@@ -98,7 +98,7 @@ def package(
 ) -> None:
     """Build model.tar.gz (weights + code/inference.py + mediasearch + requirements) and upload it."""
     from mediasearch.aws.packaging import PackagingError, package_model
-    from mediasearch.storage import s3_client
+    from mediasearch.core.storage import s3_client
 
     outputs = stack_outputs(stack)
     target = _need(bucket, outputs, "BucketName", "--bucket")
@@ -239,8 +239,8 @@ def transform(
 ) -> None:
     """Write manifests for SOURCE, run a SageMaker batch transform over them, wait, then load."""
     from mediasearch import backends
-    from mediasearch.ingest import work_prefix
-    from mediasearch.manifests import changed, scan_images, write_manifests
+    from mediasearch.indexing.manifests import changed, scan_images, write_manifests
+    from mediasearch.indexing.pipeline import work_prefix
 
     settings = get_settings()
     outputs = stack_outputs(stack)
@@ -289,7 +289,7 @@ def transform(
 
 
 def _load(store: Any, index: Any, prefix: str) -> None:
-    from mediasearch.loader import Loader
+    from mediasearch.indexing.loader import Loader
 
     # The loader reads video sidecars from the work area to turn frame vectors into scenes.
     loader = Loader(store, index, work_prefix=get_settings().work_prefix)
@@ -310,7 +310,7 @@ def load(
 ) -> None:
     """Load SageMaker transform outputs (`<work>/outputs/*.out`) into the index (idempotent)."""
     from mediasearch import backends
-    from mediasearch.ingest import work_prefix
+    from mediasearch.indexing.pipeline import work_prefix
 
     settings = _index_settings(get_settings(), stack_outputs(stack))
     _load(_s3_source(source), backends.index(settings), f"{work_prefix('', settings.work_prefix)}/outputs")

@@ -23,8 +23,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mediasearch.storage import S3Store
-from mediasearch.transform import MANIFEST_SUFFIX, OUTPUT_SUFFIX
+from mediasearch.core.storage import S3Store
+from mediasearch.indexing.transform import MANIFEST_SUFFIX, OUTPUT_SUFFIX
 
 # AWS Deep Learning Containers: PyTorch inference for SageMaker (TorchServe + the SageMaker inference
 # toolkit, which runs model_fn/input_fn/predict_fn/output_fn from code/inference.py). Account

@@ -3,7 +3,7 @@
 Every image shows one filled shape in one saturated colour on a neutral (achromatic) background, so the
 colour label is unambiguous both to a person and to a pixel test, and text queries such as "a red circle"
 have a known set of right answers. `generate_images` writes the images and `<prefix>/labels.jsonl`
-into an `ObjectStore`; `mediasearch.evaluation` turns the labels into queries and scores a search.
+into an `ObjectStore`; `mediasearch.eval.metrics` turns the labels into queries and scores a search.
 
 Keys are neutral (`<prefix>/img-017.png`) rather than descriptive, so no stage can "find" a red circle by
 reading its file name: retrieval has to come from the pixels. The number in a key is the image's place
@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
-from mediasearch.records import stable_id
-from mediasearch.storage import ObjectStore, content_digest
+from mediasearch.core.records import stable_id
+from mediasearch.core.storage import ObjectStore, content_digest
 
 log = logging.getLogger(__name__)
 

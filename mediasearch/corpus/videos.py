@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mediasearch.storage import LocalStore, ObjectStore
+from mediasearch.core.storage import LocalStore, ObjectStore
 
 LABELS_KEY = "labels/videos.jsonl"
 TRUTH_KEY = "labels/videos-truth.json"
@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("store", help="folder or s3://bucket/prefix")
     parser.add_argument("--prefix", default="videos")
     args = parser.parse_args(argv)
-    from mediasearch.storage import open_store
+    from mediasearch.core.storage import open_store
 
     store = open_store(args.store)
     truths = write_corpus(store, args.prefix)

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from mediasearch.records import DocKind, IndexDocument
+from mediasearch.core.records import DocKind, IndexDocument
 
 
 class VectorField(StrEnum):

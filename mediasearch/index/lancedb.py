@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.rerankers import Reranker
 
+from mediasearch.core.records import DocKind, IndexDocument
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
@@ -28,7 +29,6 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
-from mediasearch.records import DocKind, IndexDocument
 
 # Below this many rows a flat scan is both exact and fast (<5 ms at 512-d), so no ANN index is built.
 ANN_MIN_ROWS = 20_000

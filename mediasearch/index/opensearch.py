@@ -29,7 +29,8 @@ import numpy as np
 from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection, helpers
 from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
 
-from mediasearch.config import Settings
+from mediasearch.core.records import IndexDocument
+from mediasearch.core.settings import Settings
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
@@ -39,7 +40,6 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
-from mediasearch.records import IndexDocument
 
 VECTOR_FIELDS: tuple[str, ...] = (VectorField.CLIP.value, VectorField.CAPTION.value)
 

@@ -12,19 +12,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
 
-import numpy as np
-
 from mediasearch.models.device import Placement, resolve
 
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message names it and says what to check."""
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Unit-length rows in float32, so inner product is cosine similarity on every backend."""
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 class LazyModel(ABC):

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mediasearch.models.base import LazyModel, l2_normalise
+from mediasearch.core.vectors import l2_normalise
+from mediasearch.models.base import LazyModel
 
 
 class ClipModel(LazyModel):

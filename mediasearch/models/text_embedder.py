@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mediasearch.models.base import LazyModel, l2_normalise
+from mediasearch.core.vectors import l2_normalise
+from mediasearch.models.base import LazyModel
 
 DEFAULT_TEXT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -1,6 +1,6 @@
 """SageMaker entry point for the ViT-GPT2 captioning model: batch transform and a captions endpoint.
 
-Thin on purpose: the logic is `mediasearch.inference.ClipHandler` with a captioner and no CLIP
+Thin on purpose: the logic is `mediasearch.indexing.handler.ClipHandler` with a captioner and no CLIP
 model, the same handler the local transform runs with `--captions`. JSON Lines manifests in, one
 line out per line with `"caption"` (or `"error"`); an `application/x-image` request returns
 `{"model", "captions": [...]}`. Settings (device, caption length, beams) come from MEDIASEARCH_*
@@ -18,8 +18,8 @@ if (_HERE / "mediasearch").is_dir() and str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from mediasearch import backends  # noqa: E402
-from mediasearch.config import Settings  # noqa: E402
-from mediasearch.inference import ClipHandler, EntryPoints  # noqa: E402
+from mediasearch.core.settings import Settings  # noqa: E402
+from mediasearch.indexing.handler import ClipHandler, EntryPoints  # noqa: E402
 
 
 def _captioning_handler(model_dir: str) -> ClipHandler:

@@ -1,6 +1,6 @@
 """SageMaker entry point for the CLIP embedding model: batch transform and the query endpoint.
 
-Thin on purpose: the logic is `mediasearch.inference.ClipHandler`, which the local transform runner
+Thin on purpose: the logic is `mediasearch.indexing.handler.ClipHandler`, which the local transform runner
 also uses, so what runs on SageMaker is what the tests run. Settings come from MEDIASEARCH_*
 environment variables on the SageMaker model (device, batch size, decode workers, pixel limit); the
 weights are always the unpacked model directory.
@@ -18,8 +18,8 @@ if (_HERE / "mediasearch").is_dir() and str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from mediasearch import backends  # noqa: E402
-from mediasearch.config import Settings  # noqa: E402
-from mediasearch.inference import EntryPoints  # noqa: E402
+from mediasearch.core.settings import Settings  # noqa: E402
+from mediasearch.indexing.handler import EntryPoints  # noqa: E402
 
 # Captions have their own model and endpoint (model_handlers/captioning), whatever MEDIASEARCH_CAPTIONS says.
 _entry = EntryPoints(lambda model_dir: backends.clip_handler(Settings(clip_model=model_dir), captions=False))

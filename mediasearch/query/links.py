@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from mediasearch.storage import S3Store, StoreError, open_uri
+from mediasearch.core.storage import S3Store, StoreError, open_uri
 
 
 class MediaLinks:

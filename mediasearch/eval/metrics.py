@@ -3,7 +3,7 @@
 Queries come from the synthetic image labels (`mediasearch.corpus.images`): one text query per
 (colour, shape) pair, whose relevant items are every image of that colour and shape, whatever its
 background or size. Items are matched by index document id, and the id of an image's document is
-`mediasearch.records.stable_id(uri)` where `uri` is the image's URI in the object store, so
+`mediasearch.core.records.stable_id(uri)` where `uri` is the image's URI in the object store, so
 `search_fn` must return those ids.
 
 Rankings are scored as returned: the top k are the first k entries, duplicates included, so a search that

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from mediasearch.core.records import DocKind, IndexDocument, MediaKind, TransformResult, VideoRecord
+from mediasearch.core.storage import ObjectStore, StoreError
+from mediasearch.core.wire import parse_output_lines
 from mediasearch.index.base import IndexFilter, IndexSpec, VectorIndex
-from mediasearch.inference import parse_output_lines
-from mediasearch.preprocess import WorkLayout
-from mediasearch.records import DocKind, IndexDocument, MediaKind, TransformResult, VideoRecord
-from mediasearch.search import TextVectoriser
-from mediasearch.storage import ObjectStore, StoreError
-from mediasearch.tags import extract_tags
-from mediasearch.transform import OUTPUT_SUFFIX
-from mediasearch.video_documents import TagOptions, build_video_documents
+from mediasearch.indexing.preprocess import WorkLayout
+from mediasearch.indexing.tags import extract_tags
+from mediasearch.indexing.transform import OUTPUT_SUFFIX
+from mediasearch.indexing.video_documents import TagOptions, build_video_documents
+from mediasearch.query.search import TextVectoriser
 
 
 @dataclass

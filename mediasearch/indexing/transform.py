@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from mediasearch.inference import ClipHandler, ManifestBatch, PreparedBatch
-from mediasearch.records import ManifestRecord, TransformResult
-from mediasearch.storage import ObjectStore
+from mediasearch.core.records import ManifestRecord, TransformResult
+from mediasearch.core.storage import ObjectStore
+from mediasearch.indexing.handler import ClipHandler, ManifestBatch, PreparedBatch
 
 MANIFEST_SUFFIX = ".jsonl"
 OUTPUT_SUFFIX = ".out"

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mediasearch.core.records import TransformResult, stable_id
+from mediasearch.core.storage import ObjectStore
 from mediasearch.index.base import VectorIndex
-from mediasearch.inference import ClipHandler
-from mediasearch.loader import Loader, LoadReport
-from mediasearch.manifests import changed, scan_images, write_manifests
-from mediasearch.preprocess import PreprocessJob, PreprocessSummary, list_videos
-from mediasearch.records import TransformResult, stable_id
-from mediasearch.search import TextVectoriser
-from mediasearch.storage import ObjectStore
-from mediasearch.transform import TransformReport, TransformRunner
-from mediasearch.video import VideoOptions
-from mediasearch.video_documents import TagOptions
+from mediasearch.indexing.handler import ClipHandler
+from mediasearch.indexing.loader import Loader, LoadReport
+from mediasearch.indexing.manifests import changed, scan_images, write_manifests
+from mediasearch.indexing.preprocess import PreprocessJob, PreprocessSummary, list_videos
+from mediasearch.indexing.transform import TransformReport, TransformRunner
+from mediasearch.indexing.video import VideoOptions
+from mediasearch.indexing.video_documents import TagOptions
+from mediasearch.query.search import TextVectoriser
 
 
 @dataclass

@@ -19,12 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mediasearch.encoder import QueryEncoder
-from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
-from mediasearch.inference import ImageDecodeError
-from mediasearch.links import MediaLinks
-from mediasearch.models.base import ModelLoadError
-from mediasearch.records import (
+from mediasearch.core.images import ImageDecodeError
+from mediasearch.core.records import (
     Aggregation,
     DocKind,
     IndexDocument,
@@ -37,7 +33,11 @@ from mediasearch.records import (
     SearchResponse,
     SearchResult,
 )
-from mediasearch.storage import ObjectStore, StoreError
+from mediasearch.core.storage import ObjectStore, StoreError
+from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
+from mediasearch.models.base import ModelLoadError
+from mediasearch.query.encoder import QueryEncoder
+from mediasearch.query.links import MediaLinks
 
 
 class QueryError(ValueError):

@@ -11,7 +11,7 @@ The work is split in two passes over the file so that each is as cheap as it can
    which case decoding on is cheaper than seeking back.
 
 Everything here works on a local file path and returns bytes; where those bytes go (and what the
-records look like) is `mediasearch.preprocess`'s business.
+records look like) is `mediasearch.indexing.preprocess`'s business.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mediasearch.models.base import l2_normalise
-from mediasearch.records import DocKind, IndexDocument, TransformResult, VideoRecord, stable_id
-from mediasearch.tags import aggregate_tags, summarise
+from mediasearch.core.records import DocKind, IndexDocument, TransformResult, VideoRecord, stable_id
+from mediasearch.core.vectors import l2_normalise
+from mediasearch.indexing.tags import aggregate_tags, summarise
 
 
 def scene_id(video_uri: str, scene: int) -> str:

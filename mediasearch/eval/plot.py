@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mediasearch.evaluation import EvalReport
+from mediasearch.eval.metrics import EvalReport
 
 SIZE = (720, 440)
 MARGIN = (70, 40, 30, 60)  # left, top, right, bottom

@@ -21,7 +21,6 @@ manifests and their `.out`) are deleted before its new sidecar is written, so no
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -36,9 +35,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
-from mediasearch.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
-from mediasearch.storage import LocalStore, ObjectInfo, ObjectStore
-from mediasearch.video import (
+from mediasearch.core.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
+from mediasearch.core.storage import LocalStore, ObjectInfo, ObjectStore
+from mediasearch.core.wire import dumps_manifest
+from mediasearch.indexing.video import (
     ProcessedVideo,
     Timings,
     VideoError,
@@ -149,11 +149,6 @@ def local_copy(store: ObjectStore, key: str) -> Iterator[str]:
         yield tmp
     finally:
         os.unlink(tmp)
-
-
-def _dumps_lines(records: Sequence[ManifestRecord]) -> bytes:
-    # Same serialisation as the transform's own manifests (exclude_none keeps lines short).
-    return "".join(json.dumps(r.model_dump(mode="json", exclude_none=True)) + "\n" for r in records).encode()
 
 
 class PreprocessJob:
@@ -316,7 +311,9 @@ class PreprocessJob:
         for part, start in enumerate(range(0, len(frame_records), self.manifest_lines)):
             mkey = layout.manifest(vid, info.fingerprint, part)
             store.put(
-                mkey, _dumps_lines(frame_records[start : start + self.manifest_lines]), MANIFEST_CONTENT_TYPE
+                mkey,
+                dumps_manifest(frame_records[start : start + self.manifest_lines]),
+                MANIFEST_CONTENT_TYPE,
             )
             manifests.append(mkey)
         self._delete_stale(vid, keep | set(manifests))

@@ -9,16 +9,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from mediasearch.inference import dumps_manifest
-from mediasearch.records import ManifestRecord, MediaKind, stable_id
-from mediasearch.storage import ObjectStore
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-
-
-def is_image_key(key: str) -> bool:
-    name = key.rsplit("/", 1)[-1].lower()
-    return not name.startswith(".") and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+from mediasearch.core.images import is_image_key
+from mediasearch.core.records import ManifestRecord, MediaKind, stable_id
+from mediasearch.core.storage import ObjectStore
+from mediasearch.core.wire import dumps_manifest
 
 
 def scan_images(

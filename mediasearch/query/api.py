@@ -24,20 +24,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediasearch import __version__, backends
-from mediasearch.config import Settings, get_settings
-from mediasearch.index.base import IndexError_
-from mediasearch.logs import configure_logging
-from mediasearch.records import (
+from mediasearch.core.logs import configure_logging
+from mediasearch.core.records import (
     ErrorResponse,
     ItemResponse,
     ResultKind,
     SearchRequest,
     SearchResponse,
 )
-from mediasearch.search import QueryError, SearchService
-from mediasearch.storage import LocalStore, StoreError, open_uri
+from mediasearch.core.settings import Settings, get_settings
+from mediasearch.core.storage import LocalStore, StoreError, open_uri
+from mediasearch.index.base import IndexError_
+from mediasearch.query.search import QueryError, SearchService
 
-log = logging.getLogger("mediasearch.api")
+log = logging.getLogger("mediasearch.query.api")
 access_log = logging.getLogger("mediasearch.access")
 
 # The page's own assets: a fixed list, so no path from the caller ever reaches the filesystem.

@@ -14,44 +14,33 @@ Content types:
 
 from __future__ import annotations
 
-import io
-import json
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, Field, ValidationError
+from PIL import Image
+from pydantic import ValidationError
 
+from mediasearch.core.images import MAX_IMAGE_PIXELS, ImageDecodeError, decode_image
+from mediasearch.core.records import ManifestRecord, TransformResult
+from mediasearch.core.storage import StoreError, read_uri
+from mediasearch.core.wire import (
+    IMAGE_TYPES,
+    JSONLINES_TYPES,
+    EmbeddingResponse,
+    TextQuery,
+    dumps_results,
+    error_result,
+    parse_manifest_line,
+)
 from mediasearch.models.captioner import CaptionModel
 from mediasearch.models.clip import ClipModel
-from mediasearch.records import ManifestRecord, TransformResult, stable_id
-from mediasearch.storage import StoreError, read_uri
-
-JSONLINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
-IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")
-MAX_TEXTS = 256
 
 
 class BadRequest(ValueError):
     """The request body cannot be handled; the message says which part and why."""
-
-
-class ImageDecodeError(ValueError):
-    """The bytes are not a decodable image (empty, truncated, not an image, too large)."""
-
-
-class TextQuery(BaseModel):
-    text: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
-
-
-class EmbeddingResponse(BaseModel):
-    model: str
-    embeddings: list[list[float]] = Field(default_factory=list)
-    captions: list[str] | None = None
 
 
 @dataclass
@@ -71,48 +60,6 @@ class PreparedBatch:
     errors: dict[int, str] = field(default_factory=dict)
 
 
-def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
-    """Decode and fully load an image, refusing empty, truncated, non-image and oversized input."""
-    if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > max_pixels:
-                raise ImageDecodeError(
-                    f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels}"
-                )
-            image.load()  # decode now, so a truncated file fails here and not inside the model
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format") from None
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise ImageDecodeError(f"cannot decode image: {exc}") from None
-    return image.convert("RGB")
-
-
-def error_result(record: ManifestRecord, message: str) -> TransformResult:
-    return TransformResult(**record.model_dump(), error=message)
-
-
-def parse_manifest_line(line: str, line_no: int) -> ManifestRecord | TransformResult:
-    try:
-        return ManifestRecord.model_validate_json(line)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "line"
-        message = f"manifest line {line_no} is not a valid record ({where}: {first['msg']})"
-        return TransformResult(id=f"line-{line_no}-{stable_id(line)[:8]}", uri="-", error=message)
-
-
 class ClipHandler:
     """CLIP embeddings, and captions when a captioner is given (one decode feeds both models).
 
@@ -124,7 +71,7 @@ class ClipHandler:
         model: ClipModel | None,
         fetch: Callable[[str], bytes] = read_uri,
         decode_workers: int = 2,
-        max_pixels: int = 40_000_000,
+        max_pixels: int = MAX_IMAGE_PIXELS,
         captioner: CaptionModel | None = None,
     ) -> None:
         if model is None and captioner is None:
@@ -184,8 +131,7 @@ class ClipHandler:
     ) -> tuple[bytes, str]:
         if isinstance(prediction, EmbeddingResponse):
             return prediction.model_dump_json().encode(), "application/json"
-        body = "".join(r.model_dump_json(exclude_none=True) + "\n" for r in prediction)
-        return body.encode(), "application/jsonlines"
+        return dumps_results(prediction), "application/jsonlines"
 
     # -- the two halves of a batch prediction ------------------------------------------------------
 
@@ -262,16 +208,6 @@ class ClipHandler:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def parse_output_lines(body: bytes | str) -> list[TransformResult]:
-    """Read a `.out` file back; used by the loader and by tests."""
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    return [TransformResult.model_validate_json(ln) for ln in text.splitlines() if ln.strip()]
-
-
-def dumps_manifest(records: Sequence[ManifestRecord]) -> bytes:
-    return "".join(json.dumps(r.model_dump(mode="json", exclude_none=True)) + "\n" for r in records).encode()
 
 
 class EntryPoints:

@@ -11,8 +11,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from mediasearch.inference import EmbeddingResponse, TextQuery, decode_image
-from mediasearch.models.base import l2_normalise
+from mediasearch.core.images import decode_image
+from mediasearch.core.vectors import l2_normalise
+from mediasearch.core.wire import EmbeddingResponse, TextQuery
 from mediasearch.models.clip import ClipModel
 
 

@@ -1,0 +1,53 @@
+"""Image decoding for both sides: the transform handler and query images go through `decode_image`.
+
+Pillow only; no model code. The pixel limit is defined here once and is the settings' default.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+# Images larger than this are refused before they are decoded (a decompression bomb guard).
+MAX_IMAGE_PIXELS = 40_000_000
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_key(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1].lower()
+    return not name.startswith(".") and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a decodable image (empty, truncated, not an image, too large)."""
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode and fully load an image, refusing empty, truncated, non-image and oversized input."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels}"
+                )
+            image.load()  # decode now, so a truncated file fails here and not inside the model
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from None
+    return image.convert("RGB")
