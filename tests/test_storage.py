@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,53 @@ def test_key_of_refuses_uris_outside_the_store(tmp_path) -> None:
 def test_open_store_rejects_unknown_schemes() -> None:
     with pytest.raises(StoreError, match="unsupported"):
         open_store("ftp://host/x")
+
+
+# ---- what differs between a folder and a bucket, asked of the store ----------------------------------
+
+
+def test_scheme_is_that_of_the_stores_uris(store: ObjectStore) -> None:
+    store.put("a.txt", b"a")
+    assert store.uri("a.txt").startswith(f"{store.scheme}://")
+    assert store.root_uri.startswith(f"{store.scheme}://")
+
+
+def test_local_copy_holds_the_object_and_a_download_is_removed(store: ObjectStore) -> None:
+    store.put("clips/v.MP4", b"video bytes")
+    with store.local_copy("clips/v.MP4") as path:
+        assert path.read_bytes() == b"video bytes"
+        assert path.suffix == ".mp4" or path == store.local_path("clips/v.MP4")
+    if store.local_path("clips/v.MP4") is None:
+        assert not path.exists()  # a temporary download, gone once the block ends
+    else:
+        assert path.exists()  # the store's own file is never deleted
+
+
+def test_local_copy_of_a_missing_object_leaves_nothing_behind(tmp_path, s3_bucket: str) -> None:
+    import tempfile
+
+    store = open_store(f"s3://{s3_bucket}/root")
+    before = set(Path(tempfile.gettempdir()).glob("mediasearch-*"))
+    with pytest.raises(ObjectNotFound), store.local_copy("missing.mp4"):
+        pass
+    assert set(Path(tempfile.gettempdir()).glob("mediasearch-*")) == before
+
+
+def test_a_folder_has_local_files_and_no_presigned_urls(tmp_path) -> None:
+    store = LocalStore(tmp_path / "root")
+    store.put("a/b.png", b"png")
+    assert store.local_path("a/b.png") == store.root / "a" / "b.png"
+    assert store.local_path("a/missing.png") == store.root / "a" / "missing.png"
+    assert store.presigned_url("a/b.png", 60) is None
+    assert store.display_root == str(store.root)
+    with pytest.raises(StoreError, match="invalid key"):
+        store.local_path("../escape.png")
+
+
+def test_a_bucket_has_presigned_urls_and_no_local_files(s3_bucket: str) -> None:
+    store = open_store(f"s3://{s3_bucket}/root")
+    store.put("a/b.png", b"png")
+    assert store.local_path("a/b.png") is None
+    url = store.presigned_url("a/b.png", 60)
+    assert url is not None and f"{s3_bucket}/root/a/b.png" in url and "Signature" in url
+    assert store.display_root == f"s3://{s3_bucket}/root"

@@ -75,10 +75,10 @@ def _index_settings(settings: Settings, outputs: dict[str, str]) -> Settings:
 
 
 def _s3_source(source: str):  # -> S3Store
-    from mediasearch.core.storage import S3Store, open_store
+    from mediasearch.core.storage import open_store
 
     store = open_store(source)
-    if not isinstance(store, S3Store):
+    if store.scheme != "s3":
         raise typer.BadParameter("SageMaker reads from S3: give s3://bucket/prefix", param_hint="SOURCE")
     return store
 

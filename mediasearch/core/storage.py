@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, unquote, urlparse
 
 
@@ -35,7 +38,14 @@ class ObjectInfo:
 
 
 class ObjectStore(ABC):
-    """What the pipeline needs from a blob store, nothing more."""
+    """What the pipeline needs from a blob store, nothing more.
+
+    Callers never ask which kind of store they hold: what differs between a folder and a bucket
+    (a file to hand FFmpeg or a web server, a URL a browser can fetch) is asked of the store itself.
+    """
+
+    # The scheme of every URI in the store ("file" or "s3"): SageMaker, for one, reads only s3://.
+    scheme: ClassVar[str]
 
     @property
     @abstractmethod
@@ -66,6 +76,34 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    def local_path(self, key: str) -> Path | None:
+        """The object's file on this machine (which may not exist), or None when there is none."""
+        return None
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A file holding the object: the file itself where there is one, else a temporary download.
+
+        For readers that must seek (FFmpeg cannot seek in a streaming S3 body); the download is
+        removed on exit.
+        """
+        path = self.local_path(key)
+        if path is not None:
+            yield path
+            return
+        fd, tmp = tempfile.mkstemp(suffix=Path(key).suffix.lower(), prefix="mediasearch-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.get(key))
+            yield Path(tmp)
+        finally:
+            os.unlink(tmp)
+
+    @property
+    def display_root(self) -> str:
+        """Where the store is, written as a person would type it on the command line."""
+        return self.root_uri
+
     def key_of(self, uri: str) -> str | None:
         """The key of `uri` inside this store, or None when it lies outside."""
         root = self.root_uri.rstrip("/") + "/"
@@ -89,6 +127,8 @@ def _check_key(key: str) -> str:
 class LocalStore(ObjectStore):
     """A folder on disk. Writes are atomic (temp file + rename) so a crashed job never leaves half a file."""
 
+    scheme = "file"
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
 
@@ -98,6 +138,13 @@ class LocalStore(ObjectStore):
 
     def path(self, key: str) -> Path:
         return self.root / _check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    @property
+    def display_root(self) -> str:
+        return str(self.root)
 
     def get(self, key: str) -> bytes:
         path = self.path(key)
@@ -161,6 +208,8 @@ def _normalise_file_uri(uri: str) -> str:
 
 class S3Store(ObjectStore):
     """An S3 bucket and key prefix. Honours AWS_ENDPOINT_URL, so LocalStack and moto work unchanged."""
+
+    scheme = "s3"
 
     def __init__(self, bucket: str, prefix: str = "", client: object | None = None) -> None:
         self.bucket = bucket

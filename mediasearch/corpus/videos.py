@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mediasearch.core.storage import LocalStore, ObjectStore
+from mediasearch.core.storage import ObjectStore
 
 LABELS_KEY = "labels/videos.jsonl"
 TRUTH_KEY = "labels/videos-truth.json"
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     store = open_store(args.store)
     truths = write_corpus(store, args.prefix)
-    where = store.root if isinstance(store, LocalStore) else store.root_uri
+    where = store.display_root
     print(f"wrote {len(truths)} videos under {where}/{args.prefix}")
 
 

@@ -21,9 +21,7 @@ manifests and their `.out`) are deleted before its new sidecar is written, so no
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
 from mediasearch.core.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
-from mediasearch.core.storage import LocalStore, ObjectInfo, ObjectStore
+from mediasearch.core.storage import ObjectInfo, ObjectStore
 from mediasearch.core.wire import dumps_manifest
 from mediasearch.indexing.video import (
     ProcessedVideo,
@@ -135,20 +133,9 @@ def list_videos(store: ObjectStore, prefix: str = "", work_prefix: str | None = 
 
 @contextmanager
 def local_copy(store: ObjectStore, key: str) -> Iterator[str]:
-    """A local path for `key`: the file itself in a LocalStore, else a temporary download.
-
-    FFmpeg seeks in the file, which it cannot do through a streaming S3 body.
-    """
-    if isinstance(store, LocalStore):
-        yield str(store.path(key))
-        return
-    fd, tmp = tempfile.mkstemp(suffix=Path(key).suffix.lower(), prefix="mediasearch-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(store.get(key))
-        yield tmp
-    finally:
-        os.unlink(tmp)
+    """A local path for `key`: the store's own file, or a temporary download (see `ObjectStore.local_copy`)."""
+    with store.local_copy(key) as path:
+        yield str(path)
 
 
 class PreprocessJob:
