@@ -1,6 +1,6 @@
-"""Batch job: load the transform outputs (.out) under a location into the configured index.
+"""Batch job: load the configured model's transform outputs of a source into the configured index.
 
-    python jobs/load.py s3://bucket/media --prefix _mediasearch/manifests
+    python jobs/load.py s3://bucket/media
 
 The same command as `mediasearch load` (see its --help), kept as a file so that a container or a
 scheduler can run the job by path; exits non-zero when any record failed.

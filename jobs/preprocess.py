@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.settings import get_settings
 from mediasearch.core.storage import open_store
 from mediasearch.indexing.preprocess import PreprocessJob
@@ -24,7 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", default=settings.store, help="folder, file:// or s3://bucket/prefix")
     p.add_argument("--prefix", default="", help="only videos under this key prefix")
-    p.add_argument("--work-prefix", default=settings.work_prefix, help="where artefacts and manifests go")
+    p.add_argument(
+        "--work-prefix",
+        default=settings.work_prefix,
+        help="the work folder inside the store, where artefacts and manifests go",
+    )
     p.add_argument("--threshold", type=float, default=defaults.threshold, help="ContentDetector threshold")
     p.add_argument("--frames-per-scene", type=int, default=defaults.frames_per_scene)
     p.add_argument("--max-scene-s", type=float, default=defaults.max_scene_s)
@@ -53,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = PreprocessJob(
             open_store(args.store),
             prefix=args.prefix,
-            work_prefix=args.work_prefix,
+            layout=WorkLayout.for_source("", args.work_prefix),
             options=options,
             workers=args.workers,
             manifest_lines=settings.manifest_lines,

@@ -1,7 +1,7 @@
-"""Batch job: the local batch transform over the manifests under a location (what SageMaker batch
-transform does, with the same handler functions), writing <manifest>.out beside each.
+"""Batch job: the local batch transform over a source's work-area manifests (what SageMaker batch
+transform does, with the same handler functions), writing one output per manifest and model.
 
-    python jobs/transform.py s3://bucket/media --prefix _mediasearch/manifests [--captions]
+    python jobs/transform.py s3://bucket/media [--captions]
 
 The same command as `mediasearch transform` (see its --help), kept as a file so that a container or a
 scheduler can run the job by path; exits non-zero when any record failed.

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mediasearch import backends
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import (
     Aggregation,
     ResultKind,
@@ -92,7 +93,7 @@ def ingest(
         store,
         index,
         backends.clip_handler(settings, captions=captions),
-        work=settings.work_prefix,
+        layout=WorkLayout.for_source("", settings.work_prefix),
         batch_size=batch_size or settings.batch_size,
         manifest_lines=settings.manifest_lines,
         video_options=backends.video_options(settings),
@@ -120,7 +121,7 @@ def preprocess(
     settings = _settings()
     job = PreprocessJob(
         open_store(source),
-        work_prefix=settings.work_prefix,
+        layout=WorkLayout.for_source("", settings.work_prefix),
         options=backends.video_options(settings),
         workers=settings.video_workers,
         manifest_lines=settings.manifest_lines,
@@ -143,11 +144,10 @@ def preprocess(
 
 @app.command()
 def transform(
-    location: Annotated[str, typer.Argument(help="store location whose manifests (*.jsonl) to run")],
-    prefix: Annotated[str, typer.Option(help="only manifests under this key prefix")] = "",
+    location: Annotated[str, typer.Argument(help="the source whose work-area manifests to run")],
     captions: Annotated[bool | None, typer.Option("--captions/--no-captions")] = None,
 ) -> None:
-    """Run the batch transform locally over manifests, writing <manifest>.out beside each (resumable)."""
+    """Run the batch transform locally over the work area's manifests, one output per manifest and model (resumable)."""
     from mediasearch.core.storage import open_store
     from mediasearch.indexing.transform import TransformRunner
 
@@ -155,9 +155,10 @@ def transform(
     runner = TransformRunner(
         open_store(location),
         backends.clip_handler(settings, captions=captions),
+        WorkLayout.for_source("", settings.work_prefix),
         batch_size=settings.batch_size,
     )
-    report = runner.run(prefix=prefix)
+    report = runner.run()
     typer.echo(
         f"{report.manifests} manifest(s) run, {report.skipped_manifests} already done, "
         f"{report.records} records, {report.failed} failed"
@@ -167,10 +168,10 @@ def transform(
 
 @app.command()
 def load(
-    location: Annotated[str, typer.Argument(help="store location whose *.out files to load")],
-    prefix: str = "",
+    location: Annotated[str, typer.Argument(help="the source whose work-area outputs to load")],
+    captions: Annotated[bool | None, typer.Option("--captions/--no-captions")] = None,
 ) -> None:
-    """Load transform outputs into the index (idempotent; video frames become scenes and videos)."""
+    """Load the configured model's transform outputs into the index (idempotent; frames become scenes and videos)."""
     from mediasearch.core.storage import open_store
     from mediasearch.indexing.loader import Loader
 
@@ -179,11 +180,11 @@ def load(
     loader = Loader(
         open_store(location),
         index,
-        work_prefix=settings.work_prefix,
+        WorkLayout.for_source("", settings.work_prefix),
         text_embedder=backends.text_embedder(settings),
         tags=backends.tag_options(settings),
     )
-    report = loader.load(loader.output_keys(prefix))
+    report = loader.load(loader.output_keys(backends.clip_handler(settings, captions=captions).output_tag))
     typer.echo(
         f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
     )

@@ -98,7 +98,8 @@ def test_transform_then_load_from_s3_out_files(
     results = parse_output_lines(store.get(out_key))
     assert len(results) == 5 and sum(r.ok for r in results) == 4
 
-    loaded = runner.invoke(app, ["aws", "load", source])
+    model_data = ["--model-data", f"s3://{s3_bucket}/models/m.tar.gz"]
+    loaded = runner.invoke(app, ["aws", "load", source, *model_data])
     # The broken image is reported and fails the command (exit 1), the others are indexed.
     assert loaded.exit_code == 1
     assert "1 output file(s), 4 documents indexed, 1 error records" in loaded.output
@@ -106,7 +107,7 @@ def test_transform_then_load_from_s3_out_files(
     index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
     assert index.count() == 4
 
-    again = runner.invoke(app, ["aws", "load", source])
+    again = runner.invoke(app, ["aws", "load", source, *model_data])
     assert "4 documents indexed" in again.output
     assert index.count() == 4  # idempotent: same ids, no duplicates
 
@@ -122,6 +123,6 @@ def test_transform_then_load_from_s3_out_files(
     )
     assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
     run_job_like_sagemaker(env, latest_job(env), handler_module)
-    final = runner.invoke(app, ["aws", "load", source])
+    final = runner.invoke(app, ["aws", "load", source, *model_data])
     assert "2 output file(s), 5 documents indexed" in final.output
     assert LanceDBIndex(str(tmp_path / "lancedb"), "media").count() == 5

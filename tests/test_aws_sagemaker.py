@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from mediasearch.aws import sagemaker as sm
 from mediasearch.cli import app
+from mediasearch.core.layout import WorkLayout, model_tag
 from mediasearch.core.storage import S3Store
 from tests.conftest import COLOURS, image_bytes
 
@@ -82,7 +83,7 @@ def test_transform_command_sends_the_batch_transform_contract(aws_env: str, s3_b
     assert job["MaxConcurrentTransforms"] == 1
     assert job["ModelClientConfig"] == {"InvocationsTimeoutInSeconds": 900, "InvocationsMaxRetries": 1}
     assert job["TransformOutput"] == {
-        "S3OutputPath": f"s3://{s3_bucket}/media/_mediasearch/outputs/",
+        "S3OutputPath": f"s3://{s3_bucket}/media/_mediasearch/outputs/{model_tag(model_data)}/",
         "Accept": "application/jsonlines",
         "AssembleWith": "Line",
     }
@@ -124,7 +125,7 @@ def test_nothing_pending_starts_no_job(aws_env: str, s3_bucket: str) -> None:
     before = job_count(aws_env)
     store = S3Store(s3_bucket, "media")
     (manifest,) = [o.key for o in store.list("_mediasearch/manifests/")]
-    store.put(sm.output_key_for(manifest, "_mediasearch/manifests", "_mediasearch/outputs"), b"")
+    store.put(WorkLayout("_mediasearch").output(manifest, model_tag("s3://x/m.tar.gz")), b"")
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "0 pending, 1 done" in result.output
@@ -135,10 +136,10 @@ def test_partial_rerun_lists_only_pending_manifests(aws_env: str, s3_bucket: str
     store = S3Store(s3_bucket, "media")
     for name in ("a", "b", "c"):
         store.put(f"_mediasearch/manifests/images-{name}.jsonl", b'{"id": "x", "uri": "s3://b/k"}\n')
-    store.put("_mediasearch/outputs/images-b.jsonl.out", b"")
-    # A local run writes .out beside its manifest; it must not become transform input.
-    store.put("_mediasearch/manifests/images-c.jsonl.out", b"")
-    plan = sm.plan_transform(store, "_mediasearch/manifests", "_mediasearch/outputs", "job-1")
+    store.put("_mediasearch/outputs/model-1/images-b.jsonl.out", b"")
+    # Another model's output is no output of this one.
+    store.put("_mediasearch/outputs/model-2/images-c.jsonl.out", b"")
+    plan = sm.plan_transform(store, WorkLayout("_mediasearch"), "model-1", "job-1")
     assert plan.data_type == "ManifestFile"
     assert plan.done == ["_mediasearch/manifests/images-b.jsonl"]
     assert plan.input_uri == f"s3://{s3_bucket}/media/_mediasearch/jobs/job-1.manifest"

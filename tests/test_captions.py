@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import DocKind, ManifestRecord, SearchRequest, TransformResult, stable_id
 from mediasearch.core.storage import LocalStore
 from mediasearch.core.wire import dumps_manifest, parse_output_lines
@@ -116,11 +117,12 @@ def captioned(tmp_path_factory, clip_model):
         "_mediasearch/manifests/images-x.jsonl",
         dumps_manifest([ManifestRecord(id=r.id, uri=r.uri) for r in results]),
     )
-    store.put("_mediasearch/manifests/images-x.jsonl.out", body.encode())
+    layout = WorkLayout("_mediasearch")
+    store.put(layout.output("_mediasearch/manifests/images-x.jsonl", "m"), body.encode())
     embedder = TextEmbedder(str(path), device="cpu")
     index = LanceDBIndex(str(root / "lancedb"), "media")
-    loader = Loader(store, index, text_embedder=embedder, progress=False)
-    assert loader.load(loader.output_keys("_mediasearch")).indexed == len(CAPTIONS)
+    loader = Loader(store, index, layout, text_embedder=embedder, progress=False)
+    assert loader.load(loader.output_keys("m")).indexed == len(CAPTIONS)
     service = SearchService(index, LocalEncoder(clip_model), store, MediaLinks(), text_embedder=embedder)
     return store, index, service
 

@@ -93,14 +93,17 @@ def test_manifest_with_missing_key_and_bad_line(env) -> None:
     good = {"id": "good", "uri": f"s3://{bucket}/photos/red.png", "kind": "image"}
     missing = {"id": "missing", "uri": f"s3://{bucket}/photos/does-not-exist.png", "kind": "image"}
     body = json.dumps(good) + "\n" + json.dumps(missing) + "\n" + "this line is not json\n"
-    s3.put_object(Bucket=bucket, Key="manual/batch.jsonl", Body=body.encode())
+    s3.put_object(Bucket=bucket, Key="manual/_mediasearch/manifests/batch.jsonl", Body=body.encode())
 
     result = run(variables, "transform", f"s3://{bucket}/manual")
     assert result.exit_code == 1
     assert "2 of 3 records failed" in result.output
     assert "does-not-exist.png does not exist" in result.output
     assert "manifest line 3 is not a valid record" in result.output
-    out = s3.get_object(Bucket=bucket, Key="manual/batch.jsonl.out")["Body"].read().decode().splitlines()
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="manual/_mediasearch/outputs/")["Contents"]
+    (out_key,) = [o["Key"] for o in listed]
+    assert out_key.endswith("/batch.jsonl.out")
+    out = s3.get_object(Bucket=bucket, Key=out_key)["Body"].read().decode().splitlines()
     assert len(out) == 3 and json.loads(out[0])["clip"] and "error" in json.loads(out[1])
 
     loaded = run(variables, "load", f"s3://{bucket}/manual")

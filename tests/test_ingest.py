@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import DocKind, stable_id
 from mediasearch.core.storage import LocalStore
 from mediasearch.index.lancedb import LanceDBIndex
@@ -41,8 +42,11 @@ def test_ingest_indexes_good_images_and_reports_bad_ones(store, index, handler) 
     doc = index.get(stable_id(store.uri("red.png")))
     assert doc is not None and doc.kind is DocKind.IMAGE and (doc.width, doc.height) == (64, 48)
     assert doc.fingerprint == store.stat("red.png").fingerprint
-    # Artefacts live beside the media, under the work prefix, and are not scanned as media.
-    assert all(o.key.startswith("_mediasearch/manifests/") for o in store.list("_mediasearch"))
+    # Artefacts live beside the media, in the work area, and are not scanned as media.
+    layout = WorkLayout("_mediasearch")
+    keys = [o.key for o in store.list("_mediasearch")]
+    assert keys and all(layout.is_manifest(k) or layout.is_output(k) for k in keys)
+    assert {k for k in keys if layout.is_output(k)} == set(report.transform.outputs)
 
 
 def test_rerun_is_a_no_op_and_changes_are_picked_up(store, index, handler) -> None:
@@ -65,8 +69,8 @@ def test_rerun_is_a_no_op_and_changes_are_picked_up(store, index, handler) -> No
 
 def test_loader_alone_is_idempotent(store, index, handler) -> None:
     report = ingest(store, index, handler, progress=False)
-    loader = Loader(store, index, progress=False)
-    keys = loader.output_keys("_mediasearch")
+    loader = Loader(store, index, WorkLayout("_mediasearch"), progress=False)
+    keys = loader.output_keys(handler.output_tag)
     assert keys == report.transform.outputs
     for _ in range(2):
         again = loader.load(keys)

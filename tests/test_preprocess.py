@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, MediaKind, VideoRecord, stable_id
 from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.videos import (
@@ -22,7 +23,7 @@ from mediasearch.corpus.videos import (
     write_truncated,
     write_zero_length,
 )
-from mediasearch.indexing.preprocess import PreprocessJob, WorkLayout, list_videos
+from mediasearch.indexing.preprocess import PreprocessJob, list_videos
 from mediasearch.indexing.video import VideoOptions
 
 BAD = {
@@ -96,7 +97,7 @@ def test_job_processes_good_videos_and_records_bad_ones(store, source) -> None:
         assert record.fingerprint == store.stat(key).fingerprint
         if truth is None:
             assert record.error and not record.scenes and record.strip is None
-            assert not list(store.list(layout.manifests_of(vid)))
+            assert not list(store.list(layout.frame_manifests_of(vid)))
             continue
         assert record.error is None
         assert record.duration == pytest.approx(truth.duration, abs=0.05)
@@ -129,7 +130,8 @@ def test_job_processes_good_videos_and_records_bad_ones(store, source) -> None:
 def test_rerun_is_a_no_op(store) -> None:
     first = PreprocessJob(store, options=OPTIONS, progress=False).run()
     # The downstream transform has run on some manifests: their outputs must survive.
-    store.put(first.manifests[0] + ".out", b"{}\n")
+    layout = WorkLayout("_mediasearch")
+    store.put(layout.output(first.manifests[0], "some-model"), b"{}\n")
     before = _snapshot(store)
     second = PreprocessJob(store, options=OPTIONS, progress=False, retry_failed=False).run()
     assert second.processed == 0 and second.skipped == first.processed + first.failed
@@ -148,18 +150,22 @@ def test_a_changed_video_is_reprocessed_and_its_old_artefacts_go(store) -> None:
     first = job.run()
     vid = stable_id(store.uri(key))
     layout = job.layout
-    old_manifests = [m for m in first.manifests if m.startswith(layout.manifests_of(vid))]
+    old_manifests = [m for m in first.manifests if m.startswith(layout.frame_manifests_of(vid))]
     assert len(old_manifests) == 1
-    store.put(old_manifests[0] + ".out", b"{}\n")  # the transform had embedded the old version
+    # Two models had embedded the old version (say the local runner and a SageMaker job).
+    old_outputs = [layout.output(old_manifests[0], tag) for tag in ("model-a", "model-b")]
+    for out in old_outputs:
+        store.put(out, b"{}\n")
     old_frames = {o.key for o in store.list(layout.frames_dir(vid))}
 
     data, truth = render_video(VideoSpec(key, 256, 144, 25, scenes_cycle([0.9, 1.3, 0.7, 1.1], 2)), seed=7)
     store.put(key, data)
     second = job.run()
     assert (second.processed, second.skipped) == (1, first.processed - 1)
-    new_manifests = [m for m in second.manifests if m.startswith(layout.manifests_of(vid))]
+    new_manifests = [m for m in second.manifests if m.startswith(layout.frame_manifests_of(vid))]
     assert len(new_manifests) == 1 and new_manifests != old_manifests
-    assert not store.exists(old_manifests[0]) and not store.exists(old_manifests[0] + ".out")
+    assert not store.exists(old_manifests[0])
+    assert not any(store.exists(out) for out in old_outputs) and second.stale_outputs == 2
     record = VideoRecord.model_validate_json(store.get(layout.sidecar(vid)))
     assert record.fingerprint == store.stat(key).fingerprint
     assert len(record.scenes) == len(truth.scenes) == 4
@@ -176,7 +182,9 @@ def test_a_changed_video_is_reprocessed_and_its_old_artefacts_go(store) -> None:
     write_zero_length(store, key)
     third = job.run()
     assert third.failed == 1 and "empty" in third.errors[key]
-    assert not list(store.list(layout.frames_dir(vid))) and not list(store.list(layout.manifests_of(vid)))
+    assert not list(store.list(layout.frames_dir(vid))) and not list(
+        store.list(layout.frame_manifests_of(vid))
+    )
     assert not store.exists(layout.strip(vid))
 
 
@@ -195,15 +203,15 @@ def test_interrupted_run_resumes(store) -> None:
 
 def test_listing_skips_the_work_area_and_non_videos(store) -> None:
     store.put("_mediasearch/frames/x/clip.mp4", b"not a source")
-    keys = {o.key for o in list_videos(store, "", "_mediasearch")}
+    keys = {o.key for o in list_videos(store, "", WorkLayout("_mediasearch"))}
     assert "videos/anim.gif" in keys and "bad/zero.mp4" in keys
     assert not any(k.startswith("_mediasearch/") or k.endswith(".json") or k.endswith(".jsonl") for k in keys)
 
 
 def test_two_workers_match_one(store) -> None:
-    one = PreprocessJob(store, prefix=SMALL, options=OPTIONS, progress=False, work_prefix="w1").run()
+    one = PreprocessJob(store, prefix=SMALL, options=OPTIONS, progress=False, layout=WorkLayout("w1")).run()
     two = PreprocessJob(
-        store, prefix=SMALL, options=OPTIONS, progress=False, work_prefix="w2", workers=2
+        store, prefix=SMALL, options=OPTIONS, progress=False, layout=WorkLayout("w2"), workers=2
     ).run()
     assert (one.processed, one.failed) == (two.processed, two.failed) == (2, 0)
     a = {k.removeprefix("w1/"): v[0] for k, v in _snapshot(store, "w1/").items()}

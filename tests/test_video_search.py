@@ -188,3 +188,49 @@ def test_aggregations_are_named_and_explained() -> None:
         top3.explanation
         == "top3_mean over 3 matching scene(s) = 0.700: scene 0 (0.0-1.0s) 0.800, scene 1 (1.0-2.0s) 0.700, scene 2 (2.0-3.0s) 0.600"
     )
+
+
+def test_old_outputs_of_a_changed_video_never_reach_its_new_scene_vectors(tmp_path, clip_model) -> None:
+    """The stale-frame bug: a SageMaker output of the old version, still (or again) in the outputs
+    folder when the loader runs, used to be averaged into the new version's scene vectors."""
+    from mediasearch.core.layout import WorkLayout
+    from mediasearch.core.storage import LocalStore
+    from mediasearch.corpus.videos import VideoSpec, render_video, scenes_cycle
+    from mediasearch.indexing.loader import Loader
+
+    store = LocalStore(tmp_path / "media")
+    layout = WorkLayout("_mediasearch")
+    key = "clip.mp4"
+    vid = stable_id(store.uri(key))
+    first, _ = render_video(VideoSpec(key, 160, 96, 25, scenes_cycle([1.0, 1.2], 1)), seed=1)
+    store.put(key, first)
+    index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
+    handler = ClipHandler(clip_model, decode_workers=1)
+    ingest(store, index, handler, video_options=OPTIONS, progress=False)
+    (old_output,) = [k for k in (o.key for o in store.list(layout.outputs_root)) if f"frames-{vid}-" in k]
+    old_body = store.get(old_output)
+
+    # The video changes; a clean re-ingest gives the reference scene vectors.
+    second, _ = render_video(VideoSpec(key, 160, 96, 25, scenes_cycle([0.8, 0.9, 1.1], 2)), seed=2)
+    store.put(key, second)
+    ingest(store, index, handler, video_options=OPTIONS, progress=False)
+    assert not store.exists(old_output)  # the sweep removed the old version's output
+    scenes = IndexFilter(kinds=(DocKind.SCENE,), video_id=vid)
+
+    def scene_vectors() -> dict[int, np.ndarray]:
+        ids = [h.document.id for h in index.knn(np.ones(clip_model.dim, np.float32), 100, scenes)]
+        return {d.scene or 0: d.clip_vector for d in index.get_many_with_vectors(ids)}
+
+    reference = scene_vectors()
+    assert reference
+
+    # A late SageMaker job (or a copy from elsewhere) puts the old version's output back; loading every
+    # output of the model, as `load` and `aws load` do, must leave the new scene vectors untouched.
+    store.put(old_output, old_body)
+    loader = Loader(store, index, layout, progress=False)
+    report = loader.load(loader.output_keys(handler.output_tag))
+    assert report.stale_frames == len(old_body.decode().splitlines()) > 0
+    after = scene_vectors()
+    assert after.keys() == reference.keys()
+    for scene, vector in reference.items():
+        np.testing.assert_array_equal(after[scene], vector)

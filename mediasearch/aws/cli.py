@@ -239,8 +239,8 @@ def transform(
 ) -> None:
     """Write manifests for SOURCE, run a SageMaker batch transform over them, wait, then load."""
     from mediasearch import backends
+    from mediasearch.core.layout import WorkLayout, model_tag
     from mediasearch.indexing.manifests import changed, scan_images, write_manifests
-    from mediasearch.indexing.pipeline import work_prefix
 
     settings = get_settings()
     outputs = stack_outputs(stack)
@@ -253,15 +253,17 @@ def transform(
     )
     image = image_uri or sm.pytorch_inference_image(region(), gpu=sm.is_gpu_instance(instance_type))
 
-    work = work_prefix("", settings.work_prefix)
-    records = scan_images(store, "", exclude_prefix=work)
+    layout = WorkLayout.for_source("", settings.work_prefix)
+    # The archive's key is named by its digest, so it identifies the model that writes the outputs.
+    tag = model_tag(data)
+    records = scan_images(store, "", layout)
     index = backends.index(settings) if incremental or load else None
     pending = (
         changed(records, index.fingerprints(r.id for r in records)) if incremental and index else records
     )
-    write_manifests(store, f"{work}/manifests", pending, "images", settings.manifest_lines)
+    write_manifests(store, layout, pending, "images", settings.manifest_lines)
     name = sm.job_name(f"mediasearch-{settings.collection}")
-    plan = sm.plan_transform(store, f"{work}/manifests", f"{work}/outputs", name)
+    plan = sm.plan_transform(store, layout, tag, name)
     typer.echo(
         f"{len(records)} images, {len(pending)} to embed; manifests: {len(plan.pending)} pending, "
         f"{len(plan.done)} done",
@@ -279,21 +281,21 @@ def transform(
         if not wait:
             _echo_json({"job": name, "status": "InProgress"})
             return
-        expected = [sm.output_key_for(k, f"{work}/manifests", f"{work}/outputs") for k in plan.pending]
+        expected = [layout.output(k, tag) for k in plan.pending]
         job = launcher.wait_transform(
             name, poll_s=poll_s, total=len(expected), finished=sm.count_outputs(store, expected)
         )
         typer.echo(f"transform job {name}: {job['TransformJobStatus']}", err=True)
     if load and index is not None:
-        _load(store, index, f"{work}/outputs")
+        _load(store, index, layout, tag)
 
 
-def _load(store: Any, index: Any, prefix: str) -> None:
+def _load(store: Any, index: Any, layout: Any, tag: str) -> None:
     from mediasearch.indexing.loader import Loader
 
     # The loader reads video sidecars from the work area to turn frame vectors into scenes.
-    loader = Loader(store, index, work_prefix=get_settings().work_prefix)
-    report = loader.load(loader.output_keys(prefix))
+    loader = Loader(store, index, layout)
+    report = loader.load(loader.output_keys(tag))
     typer.echo(
         f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
     )
@@ -307,13 +309,19 @@ def _load(store: Any, index: Any, prefix: str) -> None:
 def load(
     source: Annotated[str, typer.Argument(help="s3://bucket/prefix the transform ran over")],
     stack: StackOpt = None,
+    model_data: Annotated[
+        str | None, typer.Option(help="model.tar.gz URI whose outputs to load (default: stack output)")
+    ] = None,
 ) -> None:
-    """Load SageMaker transform outputs (`<work>/outputs/*.out`) into the index (idempotent)."""
+    """Load the outputs a model's transform wrote (`<work>/outputs/<model>/*.out`) into the index (idempotent)."""
     from mediasearch import backends
-    from mediasearch.indexing.pipeline import work_prefix
+    from mediasearch.core.layout import WorkLayout, model_tag
 
-    settings = _index_settings(get_settings(), stack_outputs(stack))
-    _load(_s3_source(source), backends.index(settings), f"{work_prefix('', settings.work_prefix)}/outputs")
+    outputs = stack_outputs(stack)
+    settings = _index_settings(get_settings(), outputs)
+    data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
+    layout = WorkLayout.for_source("", settings.work_prefix)
+    _load(_s3_source(source), backends.index(settings), layout, model_tag(data))
 
 
 @aws_app.command()

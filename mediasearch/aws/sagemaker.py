@@ -23,8 +23,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.storage import S3Store
-from mediasearch.indexing.transform import MANIFEST_SUFFIX, OUTPUT_SUFFIX
 
 # AWS Deep Learning Containers: PyTorch inference for SageMaker (TorchServe + the SageMaker inference
 # toolkit, which runs model_fn/input_fn/predict_fn/output_fn from code/inference.py). Account
@@ -113,37 +113,28 @@ class TransformPlan:
         return not self.pending
 
 
-def output_key_for(manifest_key: str, manifests_prefix: str, outputs_prefix: str) -> str:
-    """Where SageMaker writes a manifest's output: its path relative to the input prefix + `.out`."""
-    rel = manifest_key[len(manifests_prefix.rstrip("/")) + 1 :]
-    return f"{outputs_prefix.rstrip('/')}/{rel}{OUTPUT_SUFFIX}"
-
-
-def plan_transform(store: S3Store, manifests_prefix: str, outputs_prefix: str, name: str) -> TransformPlan:
-    """Skip manifests with an output already; use a manifest file unless the prefix is all pending.
+def plan_transform(store: S3Store, layout: WorkLayout, tag: str, name: str) -> TransformPlan:
+    """Skip manifests with an output for this model already; use a manifest file unless all are pending.
 
     A plain S3Prefix input sends every object under the prefix, so it is used only when that is
-    exactly the work to do; otherwise (some done, or stray files such as `.out` files a local run
-    wrote beside the manifests) a SageMaker manifest file lists the pending manifests alone.
+    exactly the work to do; otherwise a SageMaker manifest file lists the pending manifests alone.
+    Outputs land in the layout's `outputs/<tag>/`, the same keys the local runner writes.
     """
-    manifests_prefix = manifests_prefix.rstrip("/")
     plan = TransformPlan(
-        manifests_uri=store.uri(manifests_prefix) + "/",
-        output_uri=store.uri(outputs_prefix.rstrip("/")) + "/",
+        manifests_uri=store.uri(layout.manifests_dir.rstrip("/")) + "/",
+        output_uri=store.uri(layout.outputs_dir(tag).rstrip("/")) + "/",
     )
-    objects = [o.key for o in store.list(manifests_prefix + "/")]
-    manifests = sorted(k for k in objects if k.endswith(MANIFEST_SUFFIX))
-    for key in manifests:
-        out = output_key_for(key, manifests_prefix, outputs_prefix)
-        (plan.done if store.exists(out) else plan.pending).append(key)
+    objects = [o.key for o in store.list(layout.manifests_dir)]
+    for key in sorted(k for k in objects if layout.is_manifest(k)):
+        (plan.done if store.exists(layout.output(key, tag)) else plan.pending).append(key)
     if plan.empty:
         return plan
     if len(plan.pending) == len(objects):
         plan.input_uri = plan.manifests_uri
         return plan
     listing: list[Any] = [{"prefix": plan.manifests_uri}]
-    listing += [k[len(manifests_prefix) + 1 :] for k in plan.pending]
-    manifest_file = f"{manifests_prefix.rsplit('/', 1)[0]}/jobs/{name}.manifest"
+    listing += [layout.manifest_relpath(k) for k in plan.pending]
+    manifest_file = layout.job_manifest(name)
     store.put(manifest_file, json.dumps(listing).encode(), "application/json")
     plan.data_type = "ManifestFile"
     plan.input_uri = store.uri(manifest_file)

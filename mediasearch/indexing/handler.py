@@ -24,6 +24,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from mediasearch.core.images import MAX_IMAGE_PIXELS, ImageDecodeError, decode_image
+from mediasearch.core.layout import model_tag
 from mediasearch.core.records import ManifestRecord, TransformResult
 from mediasearch.core.storage import StoreError, read_uri
 from mediasearch.core.wire import (
@@ -81,6 +82,16 @@ class ClipHandler:
         self.fetch = fetch
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        """The models whose output this handler writes (CLIP, then the captioner)."""
+        return tuple(m.name for m in (self.model, self.captioner) if m is not None)
+
+    @property
+    def output_tag(self) -> str:
+        """The work layout's folder for this handler's outputs: a model change never reuses them."""
+        return model_tag(*self.model_ids)
 
     # -- the SageMaker contract -------------------------------------------------------------------
 

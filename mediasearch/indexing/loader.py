@@ -2,7 +2,8 @@
 
 Images become image documents directly. Frames are grouped by video and, with the video's sidecar
 (written by the preprocess job), become scene documents and one video document; a video's old
-scenes are dropped first, so a changed video leaves no stale scene behind.
+scenes are dropped first, so a changed video leaves no stale scene behind. A frame whose fingerprint
+is not the sidecar's belongs to an older version of the video and is never averaged into a scene.
 
 Idempotent: documents are keyed by deterministic ids, so loading the same outputs twice leaves the
 same documents and the same count. Error records are reported, never indexed.
@@ -17,13 +18,12 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import DocKind, IndexDocument, MediaKind, TransformResult, VideoRecord
 from mediasearch.core.storage import ObjectStore, StoreError
 from mediasearch.core.wire import parse_output_lines
 from mediasearch.index.base import IndexFilter, IndexSpec, VectorIndex
-from mediasearch.indexing.preprocess import WorkLayout
 from mediasearch.indexing.tags import extract_tags
-from mediasearch.indexing.transform import OUTPUT_SUFFIX
 from mediasearch.indexing.video_documents import TagOptions, build_video_documents
 from mediasearch.query.search import TextVectoriser
 
@@ -33,6 +33,7 @@ class LoadReport:
     outputs: int = 0
     indexed: int = 0
     videos: int = 0
+    stale_frames: int = 0  # frames of an older version of their video, left out
     failures: list[TransformResult] = field(default_factory=list)
 
     @property
@@ -62,7 +63,7 @@ class Loader:
         self,
         store: ObjectStore,
         index: VectorIndex,
-        work_prefix: str = "_mediasearch",
+        layout: WorkLayout,
         batch_size: int = 500,
         progress: bool = True,
         text_embedder: TextVectoriser | None = None,
@@ -72,12 +73,14 @@ class Loader:
         self.index = index
         self.text_embedder = text_embedder
         self.tags = tags
-        self.layout = WorkLayout(work_prefix)
+        self.layout = layout
         self.batch_size = batch_size
         self.progress = progress
 
-    def output_keys(self, prefix: str) -> list[str]:
-        return sorted(o.key for o in self.store.list(prefix) if o.key.endswith(OUTPUT_SUFFIX))
+    def output_keys(self, tag: str) -> list[str]:
+        """Every output the model `tag` wrote in the work area (what the `load` stage loads)."""
+        listed = self.store.list(self.layout.outputs_dir(tag))
+        return sorted(o.key for o in listed if self.layout.is_output(o.key))
 
     def load(self, output_keys: Sequence[str]) -> LoadReport:
         report = LoadReport()
@@ -114,7 +117,11 @@ class Loader:
                 )
             )
             return 0
-        docs = build_video_documents(record, frames, self.tags)
+        current = [f for f in frames if f.fingerprint == record.fingerprint]
+        report.stale_frames += len(frames) - len(current)
+        if not current:
+            return 0  # only outputs of an older version were given: the index keeps what it has
+        docs = build_video_documents(record, current, self.tags)
         if docs.video is None:
             report.failures.append(
                 TransformResult(id=video_id, uri=record.uri, error="; ".join(docs.problems) or "no scenes")

@@ -6,22 +6,22 @@ re-running finds its `.out` already there and nothing is embedded twice.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 
 from mediasearch.core.images import is_image_key
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, MediaKind, stable_id
 from mediasearch.core.storage import ObjectStore
 from mediasearch.core.wire import dumps_manifest
 
 
 def scan_images(
-    store: ObjectStore, prefix: str = "", exclude_prefix: str | None = None
+    store: ObjectStore, prefix: str = "", layout: WorkLayout | None = None
 ) -> list[ManifestRecord]:
     """One manifest record per image under `prefix`, skipping the work area."""
     records = []
     for obj in store.list(prefix):
-        if exclude_prefix and obj.key.startswith(exclude_prefix.rstrip("/") + "/"):
+        if layout is not None and layout.contains(obj.key):
             continue
         if is_image_key(obj.key):
             records.append(
@@ -37,16 +37,16 @@ def scan_images(
 
 def write_manifests(
     store: ObjectStore,
-    prefix: str,
+    layout: WorkLayout,
     records: Sequence[ManifestRecord],
     name: str = "images",
     lines: int = 1000,
 ) -> list[str]:
-    """Write `records` as manifests of at most `lines` lines under `prefix`; returns their keys."""
+    """Write `records` as manifests of at most `lines` lines in the work area; returns their keys."""
     keys = []
     for start in range(0, len(records), lines):
         body = dumps_manifest(records[start : start + lines])
-        key = f"{prefix.rstrip('/')}/{name}-{hashlib.sha1(body).hexdigest()[:16]}.jsonl"
+        key = layout.image_manifest(body, name)
         if not store.exists(key):
             store.put(key, body, "application/jsonlines")
         keys.append(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import TransformResult, stable_id
 from mediasearch.core.storage import ObjectStore
 from mediasearch.index.base import VectorIndex
@@ -43,16 +44,12 @@ class IngestReport:
         return undecodable + self.load.failures
 
 
-def work_prefix(prefix: str, work: str) -> str:
-    return f"{prefix.strip('/')}/{work}" if prefix.strip("/") else work
-
-
 def ingest(
     store: ObjectStore,
     index: VectorIndex,
     handler: ClipHandler,
     prefix: str = "",
-    work: str = "_mediasearch",
+    layout: WorkLayout | None = None,
     batch_size: int = 32,
     manifest_lines: int = 1000,
     video_options: VideoOptions | None = None,
@@ -62,21 +59,21 @@ def ingest(
     tags: TagOptions = TagOptions(),
 ) -> IngestReport:
     report = IngestReport()
-    workdir = work_prefix(prefix, work)
-    images = scan_images(store, prefix, exclude_prefix=workdir)
-    videos = list_videos(store, prefix, workdir)
+    layout = layout or WorkLayout.for_source(prefix)
+    images = scan_images(store, prefix, layout)
+    videos = list_videos(store, prefix, layout)
     report.scanned = len(images) + len(videos)
     stored = index.fingerprints([r.id for r in images] + [stable_id(store.uri(v.key)) for v in videos])
     pending = changed(images, stored)
     pending_videos = [v for v in videos if stored.get(stable_id(store.uri(v.key)), "") != v.fingerprint]
     report.unchanged = report.scanned - len(pending) - len(pending_videos)
     if pending:
-        report.manifests = write_manifests(store, f"{workdir}/manifests", pending, "images", manifest_lines)
+        report.manifests = write_manifests(store, layout, pending, "images", manifest_lines)
     if pending_videos:
         job = PreprocessJob(
             store,
             prefix,
-            workdir,
+            layout,
             video_options,
             workers=video_workers,
             manifest_lines=manifest_lines,
@@ -88,10 +85,8 @@ def ingest(
         report.manifests += report.videos.manifests
     if not report.manifests:
         return report
-    runner = TransformRunner(store, handler, batch_size=batch_size, progress=progress)
+    runner = TransformRunner(store, handler, layout, batch_size=batch_size, progress=progress)
     report.transform = runner.run(report.manifests)
-    loader = Loader(
-        store, index, work_prefix=workdir, progress=progress, text_embedder=text_embedder, tags=tags
-    )
+    loader = Loader(store, index, layout, progress=progress, text_embedder=text_embedder, tags=tags)
     report.load = loader.load(report.transform.outputs)
     return report

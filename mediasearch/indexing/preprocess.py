@@ -1,26 +1,19 @@
 """The video preprocess job: every video under a prefix -> scenes, frames, thumbnails, sidecar, manifests.
 
-Layout inside the store (`wp` = the work prefix, `vid` = `stable_id(store.uri(video key))`):
-
-    wp/frames/<vid>/s<scene>_<ms>.jpg      sampled frames (what the transform embeds)
-    wp/thumbs/<vid>/s<scene>.jpg           one keyframe thumbnail per scene
-    wp/strips/<vid>.jpg                    the scene thumbnails side by side
-    wp/videos/<vid>.json                   VideoRecord sidecar: what the loader reads
-    wp/manifests/frames-<vid>-<fp>.jsonl   ManifestRecord lines (kind=frame) for the transform
-
-`<fp>` hashes the source's fingerprint, so a changed video gets a new manifest name (the transform
-skips a manifest whose `.out` exists, and must not skip new content) while an unchanged one keeps
-its name. Manifests longer than `manifest_lines` continue in `frames-<vid>-<fp>-p<n>.jsonl`.
+Where each artefact goes is `mediasearch.core.layout.WorkLayout`'s business: frames, thumbnails, the
+strip, the sidecar and the frame manifests (`frames-<vid>-<fp>.jsonl`, where `<fp>` hashes the
+source's fingerprint, so a changed video gets new manifests, and new outputs, while an unchanged one
+keeps its own). Manifests longer than `manifest_lines` continue in `-p<n>` parts.
 
 Resumable and idempotent: the sidecar is written last, as the commit mark of a video. A video whose
 sidecar carries the source's current fingerprint (and no error) is skipped; everything else is
 (re)done, writing the same keys again. Artefacts of an older version of a video (frames, thumbnails,
-manifests and their `.out`) are deleted before its new sidecar is written, so nothing stale remains.
+manifests) are deleted before its new sidecar is written, and at the end of a run one sweep deletes
+every transform output whose manifest is gone, whichever model wrote it, so nothing stale remains.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import threading
 import time
@@ -33,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
 from mediasearch.core.storage import ObjectInfo, ObjectStore
 from mediasearch.core.wire import dumps_manifest
@@ -61,6 +55,7 @@ class PreprocessSummary(BaseModel):
     errors: dict[str, str] = Field(default_factory=dict, description="video key -> error message")
     manifests: list[str] = Field(default_factory=list)
     sidecars: list[str] = Field(default_factory=list)
+    stale_outputs: int = Field(0, description="transform outputs of replaced manifests, deleted")
 
     @property
     def realtime_factor(self) -> float:
@@ -76,57 +71,13 @@ class _Outcome:
     timings: Timings = field(default_factory=Timings)
 
 
-def _fp_hash(fingerprint: str | None) -> str:
-    return hashlib.sha1((fingerprint or "").encode("utf-8")).hexdigest()[:10]
-
-
-def _ms(t: float) -> int:
-    return round(t * 1000)
-
-
-class WorkLayout:
-    """Where each artefact of a video lives, in one place so the loader and tests agree with the job."""
-
-    def __init__(self, work_prefix: str) -> None:
-        self.root = work_prefix.strip("/")
-        if not self.root:
-            raise ValueError("work_prefix must not be empty: artefacts would mix with the sources")
-
-    def frames_dir(self, vid: str) -> str:
-        return f"{self.root}/frames/{vid}/"
-
-    def frame(self, vid: str, scene: int, t: float) -> str:
-        return f"{self.root}/frames/{vid}/s{scene}_{_ms(t)}.jpg"
-
-    def thumbs_dir(self, vid: str) -> str:
-        return f"{self.root}/thumbs/{vid}/"
-
-    def thumb(self, vid: str, scene: int) -> str:
-        return f"{self.root}/thumbs/{vid}/s{scene}.jpg"
-
-    def strip(self, vid: str) -> str:
-        return f"{self.root}/strips/{vid}.jpg"
-
-    def sidecar(self, vid: str) -> str:
-        return f"{self.root}/videos/{vid}.json"
-
-    def manifests_of(self, vid: str) -> str:
-        """Prefix of every manifest this video ever had (any fingerprint)."""
-        return f"{self.root}/manifests/frames-{vid}-"
-
-    def manifest(self, vid: str, fingerprint: str | None, part: int = 0) -> str:
-        suffix = f"-p{part}" if part else ""
-        return f"{self.root}/manifests/frames-{vid}-{_fp_hash(fingerprint)}{suffix}.jsonl"
-
-
-def list_videos(store: ObjectStore, prefix: str = "", work_prefix: str | None = None) -> list[ObjectInfo]:
-    """Videos under `prefix` by extension, never the job's own work area."""
-    skip = work_prefix.strip("/") + "/" if work_prefix else None
+def list_videos(store: ObjectStore, prefix: str = "", layout: WorkLayout | None = None) -> list[ObjectInfo]:
+    """Videos under `prefix` by extension, never those inside the work area."""
     return [
         o
         for o in store.list(prefix)
         if is_video_key(o.key)
-        and not (skip and o.key.startswith(skip))
+        and not (layout is not None and layout.contains(o.key))
         and not Path(o.key).name.startswith(".")
     ]
 
@@ -145,7 +96,7 @@ class PreprocessJob:
         self,
         store: ObjectStore,
         prefix: str = "",
-        work_prefix: str = "_mediasearch",
+        layout: WorkLayout | None = None,
         options: VideoOptions | None = None,
         workers: int = 1,
         manifest_lines: int = 1000,
@@ -159,7 +110,7 @@ class PreprocessJob:
             raise ValueError(f"manifest_lines must be >= 1, got {manifest_lines}")
         self.store = store
         self.prefix = prefix
-        self.layout = WorkLayout(work_prefix)
+        self.layout = layout or WorkLayout.for_source(prefix)
         self.options = options or VideoOptions()
         self.workers = workers
         self.manifest_lines = manifest_lines
@@ -171,7 +122,7 @@ class PreprocessJob:
 
     def run(self, videos: Sequence[ObjectInfo] | None = None) -> PreprocessSummary:
         started = time.perf_counter()
-        videos = list(list_videos(self.store, self.prefix, self.layout.root) if videos is None else videos)
+        videos = list(list_videos(self.store, self.prefix, self.layout) if videos is None else videos)
         summary = PreprocessSummary()
         timings = Timings()
         lock = threading.Lock()
@@ -205,6 +156,8 @@ class PreprocessJob:
                     list(pool.map(one, videos))
         finally:
             bar.close()
+        if summary.processed or summary.failed:
+            summary.stale_outputs = self.sweep_outputs()
         summary.manifests.sort()
         summary.sidecars.sort()
         summary.seconds_of_video = round(summary.seconds_of_video, 3)
@@ -248,13 +201,19 @@ class PreprocessJob:
             return self._fail(info, vid, f"{uri}: {type(exc).__name__}: {exc}")
 
     def _manifest_keys(self, vid: str, fingerprint: str | None) -> list[str]:
-        first = self.layout.manifest(vid, fingerprint)
-        stem = first[: -len(".jsonl")]
-        return sorted(
-            o.key
-            for o in self.store.list(stem)
-            if o.key.endswith(".jsonl") and (o.key == first or o.key.startswith(stem + "-p"))
-        )
+        listed = (o.key for o in self.store.list(self.layout.frame_manifests_of(vid)))
+        return self.layout.frame_manifest_parts(vid, fingerprint, listed)
+
+    def sweep_outputs(self) -> int:
+        """Delete transform outputs whose manifest is gone (any model's, local or SageMaker's).
+
+        One listing of the work area per run rather than one per video: a changed video's old outputs
+        then never reach its new scene vectors, however many models wrote them.
+        """
+        stale = self.layout.orphaned_outputs(o.key for o in self.store.list(self.layout.prefix))
+        for key in stale:
+            self.store.delete(key)
+        return len(stale)
 
     def _write(self, info: ObjectInfo, vid: str, video: ProcessedVideo) -> _Outcome:
         store, layout = self.store, self.layout
@@ -296,7 +255,7 @@ class PreprocessJob:
 
         manifests: list[str] = []
         for part, start in enumerate(range(0, len(frame_records), self.manifest_lines)):
-            mkey = layout.manifest(vid, info.fingerprint, part)
+            mkey = layout.frame_manifest(vid, info.fingerprint, part)
             store.put(
                 mkey,
                 dumps_manifest(frame_records[start : start + self.manifest_lines]),
@@ -336,13 +295,9 @@ class PreprocessJob:
         return _Outcome(info.key, "failed", record)
 
     def _delete_stale(self, vid: str, keep: set[str]) -> None:
-        """Remove this video's artefacts from earlier versions: frames, thumbnails, manifests and their `.out`."""
-        layout = self.layout
-        prefixes = (layout.frames_dir(vid), layout.thumbs_dir(vid), layout.manifests_of(vid))
-        for prefix in prefixes:
+        """Remove this video's artefacts from earlier versions: frames, thumbnails, manifests (their outputs
+        go in the end-of-run sweep)."""
+        for prefix in self.layout.video_artefact_prefixes(vid):
             for obj in list(self.store.list(prefix)):
-                if obj.key in keep:
-                    continue
-                if obj.key.endswith(".jsonl.out") and obj.key[: -len(".out")] in keep:
-                    continue  # the transform's output of a manifest we just rewrote unchanged
-                self.store.delete(obj.key)
+                if obj.key not in keep:
+                    self.store.delete(obj.key)

@@ -1,13 +1,15 @@
 """The local batch-transform runner: what SageMaker batch transform does, in-process.
 
 Shaped like clip-retrieval's inference pipeline, each piece testable alone:
-- `ManifestReader` lists the manifests under a prefix and parses them with the handler's `input_fn`;
+- `ManifestReader` lists the work area's manifests and parses them with the handler's `input_fn`;
 - the mapper is the handler itself (`prepare` then `embed`, i.e. `predict_fn` in two halves);
-- `OutputWriter` serialises with `output_fn` and writes `<manifest>.out` beside the input, atomically,
-  so an `.out` that exists is complete;
+- `OutputWriter` serialises with `output_fn` and writes the output where the work layout puts it for
+  this model (`outputs/<model tag>/<manifest>.out`, as SageMaker would), atomically, so an output that
+  exists is complete;
 - `TransformRunner` drives them, overlapping the decode of batch n+1 with the forward pass of batch n.
 
-Re-running is safe: a manifest whose `.out` is complete is skipped.
+Re-running is safe: a manifest whose output for this model exists is skipped; a model change finds
+no output and embeds again.
 """
 
 from __future__ import annotations
@@ -19,16 +21,10 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, TransformResult
 from mediasearch.core.storage import ObjectStore
 from mediasearch.indexing.handler import ClipHandler, ManifestBatch, PreparedBatch
-
-MANIFEST_SUFFIX = ".jsonl"
-OUTPUT_SUFFIX = ".out"
-
-
-def output_key(manifest_key: str) -> str:
-    return manifest_key + OUTPUT_SUFFIX
 
 
 @dataclass
@@ -48,15 +44,15 @@ class TransformReport:
 
 
 class ManifestReader:
-    def __init__(self, store: ObjectStore, handler: ClipHandler) -> None:
+    def __init__(self, store: ObjectStore, handler: ClipHandler, layout: WorkLayout) -> None:
         self.store = store
         self.handler = handler
+        self.layout = layout
 
-    def keys(self, prefix: str) -> list[str]:
-        return sorted(o.key for o in self.store.list(prefix) if o.key.endswith(MANIFEST_SUFFIX))
-
-    def is_done(self, key: str) -> bool:
-        return self.store.exists(output_key(key))
+    def keys(self) -> list[str]:
+        """Every manifest of the work area: nothing outside it is ever taken for a manifest."""
+        listed = self.store.list(self.layout.manifests_dir)
+        return sorted(o.key for o in listed if self.layout.is_manifest(o.key))
 
     def read(self, key: str) -> Manifest:
         parsed = self.handler.input_fn(self.store.get(key), "application/jsonlines")
@@ -69,9 +65,8 @@ class OutputWriter:
         self.store = store
         self.handler = handler
 
-    def write(self, manifest_key: str, results: Sequence[TransformResult]) -> str:
+    def write(self, key: str, results: Sequence[TransformResult]) -> str:
         body, content_type = self.handler.output_fn(list(results), "application/jsonlines")
-        key = output_key(manifest_key)
         self.store.put(key, body, content_type)
         return key
 
@@ -83,23 +78,33 @@ def batches(items: Sequence[ManifestRecord | TransformResult], size: int) -> Ite
 
 class TransformRunner:
     def __init__(
-        self, store: ObjectStore, handler: ClipHandler, batch_size: int = 32, progress: bool = True
+        self,
+        store: ObjectStore,
+        handler: ClipHandler,
+        layout: WorkLayout,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> None:
         self.store = store
         self.handler = handler
+        self.layout = layout
         self.batch_size = batch_size
         self.progress = progress
-        self.reader = ManifestReader(store, handler)
+        self.reader = ManifestReader(store, handler, layout)
         self.writer = OutputWriter(store, handler)
 
-    def run(self, manifest_keys: Sequence[str] | None = None, prefix: str = "") -> TransformReport:
-        keys = list(manifest_keys) if manifest_keys is not None else self.reader.keys(prefix)
+    def output_key(self, manifest_key: str) -> str:
+        return self.layout.output(manifest_key, self.handler.output_tag)
+
+    def run(self, manifest_keys: Sequence[str] | None = None) -> TransformReport:
+        """Run the given manifests (default: every manifest of the work area) that lack an output."""
+        keys = list(manifest_keys) if manifest_keys is not None else self.reader.keys()
         report = TransformReport()
         todo: list[Manifest] = []
         for key in keys:
-            if self.reader.is_done(key):
+            if self.store.exists(self.output_key(key)):
                 report.skipped_manifests += 1
-                report.outputs.append(output_key(key))
+                report.outputs.append(self.output_key(key))
             else:
                 todo.append(self.reader.read(key))
         total = sum(len(m.items) for m in todo)
@@ -115,7 +120,7 @@ class TransformRunner:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as prefetch, bar:
             for manifest in todo:
                 results = self._run_manifest(manifest, prefetch, bar)
-                report.outputs.append(self.writer.write(manifest.key, results))
+                report.outputs.append(self.writer.write(self.output_key(manifest.key), results))
                 report.manifests += 1
                 report.records += len(results)
                 failed = [r for r in results if not r.ok]
