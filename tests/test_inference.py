@@ -71,7 +71,9 @@ def test_embeddings_match_the_model_directly(store: LocalStore, handler: ClipHan
     (result,) = handler.predict_fn(handler.input_fn(body, "application/jsonlines"))
     direct = clip_model.embed_images([Image.open(io.BytesIO(store.get("img/green.png")))])[0]
     np.testing.assert_allclose(result.clip, direct, atol=1e-5)
-    assert result.model == clip_model.name
+    # The identity of the weights, never the folder they were loaded from.
+    assert result.model == clip_model.identity.id and result.model.startswith("sha256:")
+    assert clip_model.name not in result.model
 
 
 def test_realtime_image_and_text_requests(handler: ClipHandler) -> None:

@@ -80,7 +80,7 @@ def test_jsonlines_batch_with_a_bad_line_and_a_missing_file(served, tmp_path: Pa
         assert r.ok and r.clip is not None
         assert r.clip.shape == (16,)
         assert np.linalg.norm(r.clip) == pytest.approx(1.0, abs=1e-5)
-        assert r.model == model.model.name and (r.width, r.height) == (64, 48)
+        assert r.model == model.model.identity.id and (r.width, r.height) == (64, 48)
 
 
 def test_x_image(served) -> None:

@@ -85,8 +85,8 @@ class ClipHandler:
 
     @property
     def model_ids(self) -> tuple[str, ...]:
-        """The models whose output this handler writes (CLIP, then the captioner)."""
-        return tuple(m.name for m in (self.model, self.captioner) if m is not None)
+        """Identities of the models whose output this handler writes (CLIP, then the captioner)."""
+        return tuple(m.identity.id for m in (self.model, self.captioner) if m is not None)
 
     @property
     def output_tag(self) -> str:
@@ -128,9 +128,11 @@ class ClipHandler:
             if self.model is None:
                 raise BadRequest("this endpoint captions images; it has no text encoder")
             return EmbeddingResponse(
-                model=self.model.name, embeddings=self.model.embed_texts(data.text).tolist()
+                model=self.model.identity.id, embeddings=self.model.embed_texts(data.text).tolist()
             )
-        response = EmbeddingResponse(model=self.model.name if self.model else self.captioner.name)  # type: ignore[union-attr]
+        response = EmbeddingResponse(
+            model=self.model.identity.id if self.model else self.captioner.identity.id
+        )  # type: ignore[union-attr]
         if self.model is not None:
             response.embeddings = self.model.embed_images([data]).tolist()
         if self.captioner is not None:
@@ -209,7 +211,7 @@ class ClipHandler:
                     TransformResult(
                         **record.model_dump(),
                         clip=vectors[row] if vectors is not None else None,
-                        model=self.model.name if self.model is not None else None,
+                        model=self.model.identity.id if self.model is not None else None,
                         caption=captions[row] if captions is not None else None,
                         width=w,
                         height=h,
