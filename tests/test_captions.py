@@ -68,10 +68,10 @@ def test_ingest_with_captions_stores_captions_tags_and_caption_vectors(
     assert outputs and all(isinstance(r.caption, str) and r.caption for r in outputs)
     assert all(r.clip is not None for r in outputs)  # one decode fed both models
 
-    image = index.get(stable_id(store.uri("red.png")))
+    image = index.get_with_vectors(stable_id(store.uri("red.png")))
     assert image is not None and image.caption and image.caption_vector is not None
     assert image.caption_vector.shape == (tiny_text_embedder.dim,)
-    video = index.get(stable_id(store.uri("videos/cuts_a.mp4")))
+    video = index.get_with_vectors(stable_id(store.uri("videos/cuts_a.mp4")))
     assert video is not None and video.caption and video.caption_vector is not None
     scenes = index.knn(video.clip_vector, 20, IndexFilter(kinds=(DocKind.SCENE,), video_id=video.id))
     assert scenes and all(h.document.caption for h in scenes)

@@ -106,7 +106,7 @@ def test_upsert_is_idempotent(filled: VectorIndex) -> None:
     assert filled.count() == n
     changed = doc(3, fingerprint="new", clip_vector=unit(99))
     filled.upsert([changed])
-    got = filled.get("d3")
+    got = filled.get_with_vectors("d3")
     assert got is not None and got.fingerprint == "new"
     np.testing.assert_allclose(got.clip_vector, unit(99), atol=1e-6)
     assert filled.count() == n

@@ -25,7 +25,7 @@ import requests
 from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
 from opensearchpy.connection import Connection
 
-from mediasearch.core.records import DocKind, IndexDocument
+from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 from mediasearch.core.settings import Settings
 from mediasearch.index.base import IndexError_, IndexFilter, IndexSpec, VectorField
 from mediasearch.index.opensearch import (
@@ -592,32 +592,47 @@ def test_knn_searches_with_the_filter_and_returns_cosines(
     assert [h.score for h in hits] == pytest.approx([0.5, -0.25])
     assert hits[0].document.kind is DocKind.VIDEO
     assert hits[1].document.t_end == 2.5
-    # Vectors are not fetched for hits.
-    assert hits[0].document.clip_vector.size == 0
-    assert hits[0].document.caption_vector is None
+    # Hits carry no vectors (the request excludes them from _source), and their type says so.
+    assert all(type(h.document) is DocumentFields for h in hits)
 
 
-def test_get_many_uses_mget_and_leaves_out_missing_ids(cluster: FakeCluster, index: OpenSearchIndex) -> None:
+def _mget_response(source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "docs": [
+            {
+                "_index": "media",
+                "_id": "img1",
+                "_version": 1,
+                "_seq_no": 0,
+                "_primary_term": 1,
+                "found": True,
+                "_source": source,
+            },
+            {"_index": "media", "_id": "nope", "found": False},
+        ]
+    }
+
+
+def test_get_many_uses_mget_without_vectors_and_leaves_out_missing_ids(
+    cluster: FakeCluster, index: OpenSearchIndex
+) -> None:
+    docs = _docs()
+    cluster.respond("POST", "/media/_mget", _mget_response(_source_without_vectors(docs[0])))
+    got = index.get_many(["img1", "nope", "img1"])
+    request = cluster.only("POST", "/media/_mget")
+    assert request.body == {"ids": ["img1", "nope"]}
+    # The URL form of source filtering (multi-get API): vectors never leave the cluster.
+    assert request.params == {"_source_excludes": "clip_vector,caption_vector"}
+    assert [d.id for d in got] == ["img1"] and type(got[0]) is DocumentFields
+    assert got[0].tags == ["beach", "dog"]
+
+
+def test_get_many_with_vectors_fetches_whole_sources(cluster: FakeCluster, index: OpenSearchIndex) -> None:
     docs = _docs()
     cluster.respond(
-        "POST",
-        "/media/_mget",
-        {
-            "docs": [
-                {
-                    "_index": "media",
-                    "_id": "img1",
-                    "_version": 1,
-                    "_seq_no": 0,
-                    "_primary_term": 1,
-                    "found": True,
-                    "_source": docs[0].model_dump(mode="json", exclude_none=True),
-                },
-                {"_index": "media", "_id": "nope", "found": False},
-            ]
-        },
+        "POST", "/media/_mget", _mget_response(docs[0].model_dump(mode="json", exclude_none=True))
     )
-    got = index.get_many(["img1", "nope", "img1"])
+    got = index.get_many_with_vectors(["img1", "nope", "img1"])
     assert cluster.only("POST", "/media/_mget").body == {"ids": ["img1", "nope"]}
     assert cluster.only("POST", "/media/_mget").params == {}
     assert [d.id for d in got] == ["img1"]

@@ -51,7 +51,7 @@ def test_ingest_indexes_good_images_and_reports_bad_ones(store, index, handler) 
 
 def test_rerun_is_a_no_op_and_changes_are_picked_up(store, index, handler) -> None:
     ingest(store, index, handler, progress=False)
-    first = index.get(stable_id(store.uri("blue.png")))
+    first = index.get_with_vectors(stable_id(store.uri("blue.png")))
     again = ingest(store, index, handler, progress=False)
     # Only the broken image is tried again (it never got indexed: the failure may have been transient).
     assert again.unchanged == 6 and again.transform.records == 1 and index.count() == 6
@@ -62,7 +62,7 @@ def test_rerun_is_a_no_op_and_changes_are_picked_up(store, index, handler) -> No
     third = ingest(store, index, handler, progress=False)
     assert third.unchanged == 5 and third.transform.records == 3  # blue, new and the broken one
     assert index.count() == 7
-    updated = index.get(stable_id(store.uri("blue.png")))
+    updated = index.get_with_vectors(stable_id(store.uri("blue.png")))
     assert updated is not None and (updated.width, updated.height) == (30, 30)
     assert first is not None and not (updated.clip_vector == first.clip_vector).all()
 
@@ -76,3 +76,31 @@ def test_loader_alone_is_idempotent(store, index, handler) -> None:
         again = loader.load(keys)
         assert again.indexed == 6 and again.failed == 1
         assert index.count() == 6
+
+
+def _gif(frames: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    images = [Image.new("RGB", (48, 32), (40 * i, 200, 90)) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=frames > 1, append_images=images[1:], duration=500, loop=0)
+    return buf.getvalue()
+
+
+def test_a_single_frame_gif_is_an_image_and_an_animated_one_a_video(tmp_path, clip_model) -> None:
+    from mediasearch.indexing.manifests import list_media
+
+    store = LocalStore(tmp_path / "media")
+    store.put("still.gif", _gif(1))
+    store.put("anim.gif", _gif(6))
+    listing = list_media(store)
+    assert [o.key for o in listing.images] == ["still.gif"] and [o.key for o in listing.videos] == ["anim.gif"]
+
+    index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
+    report = ingest(store, index, ClipHandler(clip_model), progress=False)
+    still = index.get(stable_id(store.uri("still.gif")))
+    assert still is not None and still.kind is DocKind.IMAGE and (still.width, still.height) == (48, 32)
+    anim = index.get(stable_id(store.uri("anim.gif")))
+    assert anim is not None and anim.kind is DocKind.VIDEO, report.failures

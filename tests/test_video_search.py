@@ -69,7 +69,7 @@ def test_bad_videos_are_error_records_and_the_rest_is_indexed(corpus) -> None:
     assert all(failed.values())
     assert index.count(IndexFilter(kinds=(DocKind.VIDEO,))) == len(truths)
     for key, truth in truths.items():
-        video = index.get(stable_id(store.uri(key)))
+        video = index.get_with_vectors(stable_id(store.uri(key)))
         assert video is not None, key
         assert video.duration == pytest.approx(truth.duration, abs=0.15)
         assert video.scene_count and video.scene_count >= 1 and video.strip

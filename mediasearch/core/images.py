@@ -14,11 +14,31 @@ from PIL import Image, UnidentifiedImageError
 MAX_IMAGE_PIXELS = 40_000_000
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# A GIF is either: one frame is an image, several a video (see `gif_frame_count`).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif"})
+
+
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1].lower()
+    return "" if name.startswith(".") or "." not in name else name[name.rindex(".") :]
 
 
 def is_image_key(key: str) -> bool:
-    name = key.rsplit("/", 1)[-1].lower()
-    return not name.startswith(".") and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+    return _suffix(key) in IMAGE_EXTENSIONS
+
+
+def is_video_key(key: str) -> bool:
+    return _suffix(key) in VIDEO_EXTENSIONS
+
+
+def gif_frame_count(data: bytes) -> int:
+    """Frames in a GIF: one makes it an image, more a video. An unreadable GIF counts as an image, so
+    the image decoder reports why it is unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(getattr(image, "n_frames", 1))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
 
 
 class ImageDecodeError(ValueError):

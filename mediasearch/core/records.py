@@ -8,6 +8,7 @@ by the next with the same model.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -125,8 +126,25 @@ class TransformResult(ManifestRecord):
         return self.error is None
 
 
-class IndexDocument(BaseModel):
-    """A searchable document: an image, a scene of a video, or a whole video."""
+@dataclass(frozen=True)
+class Indexed:
+    """How the index backends keep a document field where its type alone does not say.
+
+    Put in a field's `Annotated[...]`; `mediasearch.index.schema` derives the LanceDB schema and the
+    OpenSearch mapping from the fields. Unmarked, a string is an exact value (filterable keyword) and
+    an int is 32-bit.
+    """
+
+    analysed: bool = False  # words to match (English analyser, BM25) rather than one exact value
+    searchable: bool = True  # False: stored and returned, never filtered or matched on
+    wide: bool = False  # a 64-bit integer
+
+
+class DocumentFields(BaseModel):
+    """A searchable document (an image, a scene of a video, or a whole video) without its vectors.
+
+    What k-NN hits and the index's plain reads carry: everything needed to show a document.
+    """
 
     id: str
     kind: DocKind
@@ -135,16 +153,24 @@ class IndexDocument(BaseModel):
     scene: int | None = None
     t_start: float | None = None
     t_end: float | None = None
-    thumbnail: str | None = None
-    caption: str | None = None
+    thumbnail: Annotated[str | None, Indexed(searchable=False)] = None
+    # Analysed so hybrid search matches caption words.
+    caption: Annotated[str | None, Indexed(analysed=True)] = None
     tags: list[str] = Field(default_factory=list)
     width: int | None = None
     height: int | None = None
     duration: float | None = None
     scene_count: int | None = None
-    strip: str | None = Field(default=None, description="URI of a video's scene strip image")
+    strip: Annotated[str | None, Indexed(searchable=False)] = Field(
+        default=None, description="URI of a video's scene strip image"
+    )
     fingerprint: str | None = None
     model: str | None = None
+
+
+class IndexDocument(DocumentFields):
+    """A document with its vectors: what is upserted, and what reads return when asked for vectors."""
+
     clip_vector: Vector
     caption_vector: Vector | None = None
 

@@ -2,6 +2,12 @@
 
 Two implementations honour it (LanceDB embedded, OpenSearch k-NN) and one contract test suite runs
 against both. Scores are cosine similarities in [-1, 1] whatever the backend does internally.
+
+Vectors are written with every document but read back only when asked for: k-NN and hybrid hits,
+`get` and `get_many` carry `DocumentFields` (everything needed to show a document), and
+`get_with_vectors` / `get_many_with_vectors` return whole `IndexDocument`s. A vector is several KB per
+document; search results and item pages never show one, and OpenSearch would have to ship each one
+in its response as JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from mediasearch.core.records import DocKind, IndexDocument
+from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 
 
 class VectorField(StrEnum):
@@ -43,7 +49,7 @@ class IndexFilter:
 
 @dataclass(frozen=True)
 class Hit:
-    document: IndexDocument
+    document: DocumentFields  # without vectors, on every backend
     score: float  # cosine similarity; for hybrid hits the fused score in [0, 1]
     parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: normalised "keyword" and "vector"
 
@@ -70,6 +76,14 @@ class IndexSpec:
     caption_dim: int = 384
     extra: dict[str, str] = field(default_factory=dict)
 
+    def dim(self, vector: VectorField) -> int:
+        """The dimension of a vector field in collections made for this spec."""
+        match vector:
+            case VectorField.CLIP:
+                return self.clip_dim
+            case VectorField.CAPTION:
+                return self.caption_dim
+
 
 class VectorIndex(ABC):
     """One collection of documents with their vectors."""
@@ -93,7 +107,10 @@ class VectorIndex(ABC):
         filter: IndexFilter | None = None,
         field: VectorField = VectorField.CLIP,
     ) -> list[Hit]:
-        """The k nearest documents by cosine similarity, best first, all matching `filter`."""
+        """The k nearest documents by cosine similarity, best first, all matching `filter`.
+
+        Hits carry their documents without vectors (`DocumentFields`).
+        """
 
     @abstractmethod
     def hybrid(
@@ -108,12 +125,17 @@ class VectorIndex(ABC):
 
         Each list is min-max normalised and the two are combined with `weights.combine`; a document
         one list did not return scores 0 there. `Hit.parts` holds the normalised parts when the
-        backend can report them.
+        backend can report them. Hits carry their documents without vectors, as `knn`'s do.
         """
 
     @abstractmethod
-    def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
-        """Documents by id (missing ids are left out), vectors included."""
+    def get_many(self, ids: Iterable[str]) -> list[DocumentFields]:
+        """Documents by id without their vectors, in the order asked (missing ids are left out)."""
+
+    @abstractmethod
+    def get_many_with_vectors(self, ids: Iterable[str]) -> list[IndexDocument]:
+        """Whole documents by id, vectors included, in the order asked (missing ids are left out):
+        every field as it was upserted."""
 
     @abstractmethod
     def delete(self, ids: Iterable[str]) -> int: ...
@@ -133,8 +155,14 @@ class VectorIndex(ABC):
     def optimize(self) -> None:
         """Build or refresh the ANN structures after a bulk load (a no-op where the backend does it itself)."""
 
-    def get(self, id: str) -> IndexDocument | None:
+    def get(self, id: str) -> DocumentFields | None:
+        """A document without its vectors, or None."""
         docs = self.get_many([id])
+        return docs[0] if docs else None
+
+    def get_with_vectors(self, id: str) -> IndexDocument | None:
+        """A whole document, vectors included, or None."""
+        docs = self.get_many_with_vectors([id])
         return docs[0] if docs else None
 
     def close(self) -> None:  # noqa: B027 - optional hook

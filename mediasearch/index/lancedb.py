@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.rerankers import Reranker
 
-from mediasearch.core.records import DocKind, IndexDocument
+from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
@@ -29,6 +29,7 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
+from mediasearch.index.schema import FIELDS, SCALAR_FIELDS, VECTOR_FIELDS, FieldSchema, arrow_schema
 
 # Below this many rows a flat scan is both exact and fast (<5 ms at 512-d), so no ANN index is built.
 ANN_MIN_ROWS = 20_000
@@ -36,28 +37,6 @@ ANN_MIN_ROWS = 20_000
 # recall@10 >= 0.99 at 100k rows; a probe costs ~sqrt(n) exact distances, small next to a query's
 # fixed overhead, so a generous value is cheap.
 DEFAULT_NPROBES = 16
-
-_SCALAR_FIELDS: list[pa.Field] = [
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("uri", pa.string(), nullable=False),
-    pa.field("video_id", pa.string()),
-    pa.field("scene", pa.int32()),
-    pa.field("t_start", pa.float64()),
-    pa.field("t_end", pa.float64()),
-    pa.field("thumbnail", pa.string()),
-    pa.field("caption", pa.string()),
-    pa.field("tags", pa.list_(pa.string())),
-    pa.field("width", pa.int32()),
-    pa.field("height", pa.int32()),
-    pa.field("duration", pa.float64()),
-    pa.field("scene_count", pa.int32()),
-    pa.field("strip", pa.string()),
-    pa.field("fingerprint", pa.string()),
-    pa.field("model", pa.string()),
-]
-_SCALAR_NAMES = [f.name for f in _SCALAR_FIELDS]
-
 
 # Captions and tags in one analysed column: LanceDB's native full-text index covers one column.
 SEARCH_TEXT = "search_text"
@@ -101,14 +80,28 @@ class MinMaxFusion(Reranker):
 
 
 def schema_for(spec: IndexSpec) -> pa.Schema:
-    return pa.schema(
-        [
-            *_SCALAR_FIELDS,
-            pa.field(SEARCH_TEXT, pa.string()),
-            pa.field(VectorField.CLIP.value, pa.list_(pa.float32(), spec.clip_dim), nullable=False),
-            pa.field(VectorField.CAPTION.value, pa.list_(pa.float32(), spec.caption_dim)),
-        ]
-    )
+    """The table schema: IndexDocument's fields (see mediasearch.index.schema) plus the search text."""
+    return arrow_schema(spec, extra=[pa.field(SEARCH_TEXT, pa.string())])
+
+
+# Columns a read without vectors selects: no vector is read from disk or converted.
+_FIELD_COLUMNS = [f.name for f in SCALAR_FIELDS]
+# A stored null in a field that cannot be None (a list) reads back as the field's default.
+_NOT_NULLABLE = frozenset(f.name for f in FIELDS if not f.nullable)
+
+
+def _vector_column(field: FieldSchema, docs: Sequence[IndexDocument], dim: int) -> pa.Array:
+    vectors: list[np.ndarray | None] = [getattr(d, field.name) for d in docs]
+    for doc, vector in zip(docs, vectors, strict=True):
+        if vector is not None and vector.shape[0] != dim:
+            raise IndexError_(
+                f"{field.name} of {doc.id} is {vector.shape[0]}-d, the collection expects {dim}-d"
+            )
+    if all(v is not None for v in vectors):
+        # One contiguous buffer: much cheaper than a list of lists for a bulk load.
+        flat = np.stack(vectors).astype(np.float32, copy=False).ravel()  # type: ignore[arg-type]
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+    return pa.array([None if v is None else v.tolist() for v in vectors], type=pa.list_(pa.float32(), dim))
 
 
 def sql_literal(value: str) -> str:
@@ -179,7 +172,9 @@ class LanceDBIndex(VectorIndex):
 
     def create(self, spec: IndexSpec) -> None:
         if self.exists():
-            current = self._db.open_table(self.collection).schema.field(VectorField.CLIP.value).type
+            schema = self._db.open_table(self.collection).schema
+            self._check_columns(schema)
+            current = schema.field(VectorField.CLIP.value).type
             if current.list_size != spec.clip_dim:
                 raise IndexError_(
                     f"collection {self.collection!r} holds {current.list_size}-d vectors, "
@@ -192,24 +187,22 @@ class LanceDBIndex(VectorIndex):
 
     def _to_arrow(self, docs: Sequence[IndexDocument]) -> pa.Table:
         schema = self.table.schema
-        clip_dim = schema.field(VectorField.CLIP.value).type.list_size
-        cap_dim = schema.field(VectorField.CAPTION.value).type.list_size
-        columns: dict[str, Any] = {name: [getattr(d, name) for d in docs] for name in _SCALAR_NAMES}
-        columns["kind"] = [d.kind.value for d in docs]
+        self._check_columns(schema)
+        columns: dict[str, Any] = {f.name: [getattr(d, f.name) for d in docs] for f in SCALAR_FIELDS}
         columns[SEARCH_TEXT] = [search_text(d) for d in docs]
-        clip = np.stack([d.clip_vector for d in docs]).astype(np.float32, copy=False)
-        if clip.shape[1] != clip_dim:
-            raise IndexError_(f"clip vectors are {clip.shape[1]}-d, collection expects {clip_dim}-d")
-        columns[VectorField.CLIP.value] = pa.FixedSizeListArray.from_arrays(pa.array(clip.ravel()), clip_dim)
-        caps = []
-        for d in docs:
-            if d.caption_vector is not None and d.caption_vector.shape[0] != cap_dim:
-                raise IndexError_(
-                    f"caption vector of {d.id} is {d.caption_vector.shape[0]}-d, expected {cap_dim}"
-                )
-            caps.append(None if d.caption_vector is None else d.caption_vector.tolist())
-        columns[VectorField.CAPTION.value] = pa.array(caps, type=pa.list_(pa.float32(), cap_dim))
+        for f in VECTOR_FIELDS:
+            columns[f.name] = _vector_column(f, docs, schema.field(f.name).type.list_size)
         return pa.table(columns, schema=schema)
+
+    def _check_columns(self, schema: pa.Schema) -> None:
+        # pa.table(columns, schema=...) silently drops a column the table does not have: a field added
+        # to IndexDocument after this collection was created would be written nowhere.
+        missing = [f.name for f in FIELDS if f.name not in schema.names]
+        if missing:
+            raise IndexError_(
+                f"collection {self.collection!r} in {self.uri} has no column for {', '.join(missing)}: "
+                "it was created before these fields existed; re-ingest into a new collection"
+            )
 
     def upsert(self, docs: Sequence[IndexDocument]) -> int:
         if not docs:
@@ -306,9 +299,9 @@ class LanceDBIndex(VectorIndex):
             where = f"({where}) AND caption_vector IS NOT NULL" if where else "caption_vector IS NOT NULL"
         if where:
             query = query.where(where, prefilter=True)
-        rows = self._rows(query.to_arrow())
+        rows = query.select(_FIELD_COLUMNS).to_arrow().to_pylist()
         # LanceDB's cosine distance is 1 - cos; report the similarity itself.
-        return [Hit(score=float(1.0 - row.pop("_distance")), document=self._doc(row)) for row in rows]
+        return [Hit(score=float(1.0 - row.pop("_distance")), document=self._fields(row)) for row in rows]
 
     def hybrid(
         self,
@@ -331,16 +324,16 @@ class LanceDBIndex(VectorIndex):
             .distance_type("cosine")
             .rerank(MinMaxFusion(weights))
             .limit(k)
+            .select(_FIELD_COLUMNS)
         )
         where = where_clause(filter)
         if where:
             query = query.where(where, prefilter=True)
         hits = []
-        for row in self._rows(query.to_arrow()):
+        for row in query.to_arrow().to_pylist():
             parts = {"keyword": float(row.pop("_keyword_part")), "vector": float(row.pop("_vector_part"))}
             score = float(row.pop("_relevance_score"))
-            row.pop("_score", None)
-            hits.append(Hit(score=score, document=self._doc(row), parts=parts))
+            hits.append(Hit(score=score, document=self._fields(row), parts=parts))
         return hits
 
     def _kinds_present(self) -> frozenset[str]:
@@ -354,14 +347,21 @@ class LanceDBIndex(VectorIndex):
             cached = self._kinds = (version, present)
         return cached[1]
 
-    def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
+    def get_many(self, ids: Iterable[str]) -> list[DocumentFields]:
         ids = list(dict.fromkeys(ids))
-        if not ids or not self.exists():
-            return []
-        where = f"id IN ({', '.join(sql_literal(i) for i in ids)})"
-        rows = self._rows(self.table.search().where(where).limit(len(ids)).to_arrow())
-        by_id = {r["id"]: self._doc(r) for r in rows}
+        by_id = {r["id"]: self._fields(r) for r in self._read(ids, _FIELD_COLUMNS).to_pylist()}
         return [by_id[i] for i in ids if i in by_id]
+
+    def get_many_with_vectors(self, ids: Iterable[str]) -> list[IndexDocument]:
+        ids = list(dict.fromkeys(ids))
+        by_id = {r["id"]: self._doc(r) for r in self._rows(self._read(ids, [f.name for f in FIELDS]))}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def _read(self, ids: list[str], columns: list[str]) -> pa.Table:
+        if not ids or not self.exists():
+            return pa.table({})
+        where = f"id IN ({', '.join(sql_literal(i) for i in ids)})"
+        return self.table.search().where(where).select(columns).limit(len(ids)).to_arrow()
 
     def fingerprints(self, ids: Iterable[str]) -> dict[str, str | None]:
         ids = list(dict.fromkeys(ids))
@@ -385,18 +385,15 @@ class LanceDBIndex(VectorIndex):
         """Arrow rows as dicts, with vector columns as float32 arrays: going through Python floats
         (`to_pylist`) costs more than the rest of a small query's conversion together."""
         vectors: dict[str, list[np.ndarray | None]] = {}
-        for name in (VectorField.CLIP.value, VectorField.CAPTION.value):
+        for name in (f.name for f in VECTOR_FIELDS):
             if name not in table.column_names:
                 continue
             column = table.column(name).combine_chunks()
-            if pa.types.is_fixed_size_list(column.type):
-                flat = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
-                valid = column.is_valid().to_numpy(zero_copy_only=False)
-                rows_of = iter(flat)
-                # flatten() drops null lists, so valid rows take the flat rows in order.
-                vectors[name] = [next(rows_of) if ok else None for ok in valid]
-            else:  # hybrid results are re-assembled by LanceDB as variable-size lists
-                vectors[name] = [None if v is None else np.asarray(v, np.float32) for v in column.to_pylist()]
+            flat = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            rows_of = iter(flat)
+            # flatten() drops null lists, so valid rows take the flat rows in order.
+            vectors[name] = [next(rows_of) if ok else None for ok in valid]
             table = table.drop_columns([name])
         rows = table.to_pylist()
         for name, values in vectors.items():
@@ -406,8 +403,18 @@ class LanceDBIndex(VectorIndex):
 
     @staticmethod
     def _doc(row: dict[str, Any]) -> IndexDocument:
-        row.pop("_distance", None)
-        row.pop("_rowid", None)
-        row.pop(SEARCH_TEXT, None)
-        row["tags"] = row.get("tags") or []
-        return IndexDocument.model_validate(row)
+        return IndexDocument.model_validate(_stored(row))
+
+    @staticmethod
+    def _fields(row: dict[str, Any]) -> DocumentFields:
+        return DocumentFields.model_validate(_stored(row))
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's document fields, with the nulls Arrow stores for fields that cannot be None dropped so
+    the record's default applies (an empty list of tags may come back as null)."""
+    return {
+        f.name: row[f.name]
+        for f in FIELDS
+        if f.name in row and (row[f.name] is not None or f.name not in _NOT_NULLABLE)
+    }

@@ -29,7 +29,7 @@ import numpy as np
 from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection, helpers
 from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
 
-from mediasearch.core.records import IndexDocument
+from mediasearch.core.records import DocumentFields, IndexDocument
 from mediasearch.core.settings import Settings
 from mediasearch.index.base import (
     Hit,
@@ -40,8 +40,10 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
+from mediasearch.index.schema import FIELDS, VECTOR_FIELDS, opensearch_properties
 
-VECTOR_FIELDS: tuple[str, ...] = (VectorField.CLIP.value, VectorField.CAPTION.value)
+# Left out of every _source that is read without vectors (hits, get_many).
+VECTOR_NAMES: tuple[str, ...] = tuple(f.name for f in VECTOR_FIELDS)
 
 # HNSW graph parameters. The documented faiss defaults are m=16, ef_construction=100; a slightly
 # wider construction beam buys recall for a one-off cost at load time.
@@ -53,14 +55,8 @@ HNSW_EF_CONSTRUCTION = 128
 BULK_CHUNK_DOCS = 500
 BULK_CHUNK_BYTES = 8 * 1024 * 1024
 BULK_THREADS = 4
-# Multi-get responses carry whole vectors; batches keep each response a few MB.
+# Multi-get responses with vectors carry whole vectors; batches keep each response a few MB.
 MGET_CHUNK_IDS = 500
-
-# knn hits come back without vectors (they are excluded from `_source` to keep responses small), but
-# IndexDocument requires a clip vector; hits carry this empty, read-only array instead. Use
-# get_many() when the vectors are needed.
-NO_VECTOR: np.ndarray = np.empty(0, dtype=np.float32)
-NO_VECTOR.setflags(write=False)
 
 
 def cosine_from_score(score: float) -> float:
@@ -91,35 +87,16 @@ def _knn_vector(dimension: int) -> dict[str, Any]:
 
 
 def index_body(spec: IndexSpec) -> dict[str, Any]:
-    """The create-index request: k-NN enabled, one property per IndexDocument field."""
+    """The create-index request: k-NN enabled, one property per IndexDocument field, derived from the
+    record by mediasearch.index.schema."""
     return {
         "settings": {"index": {"knn": True}},
         "mappings": {
-            # A field added to IndexDocument without a mapping here fails the upsert loudly instead of
-            # being mapped dynamically (e.g. as `text` where a filter needs `keyword`).
+            # A document field this index lacks (one added to IndexDocument after the index was
+            # created) fails the upsert loudly instead of being mapped dynamically, e.g. as `text`
+            # where a filter needs `keyword`.
             "dynamic": "strict",
-            "properties": {
-                "id": {"type": "keyword"},
-                "kind": {"type": "keyword"},
-                "uri": {"type": "keyword"},
-                "video_id": {"type": "keyword"},
-                "scene": {"type": "integer"},
-                "t_start": {"type": "float"},
-                "t_end": {"type": "float"},
-                "thumbnail": {"type": "keyword", "index": False},
-                # Analysed text so a later hybrid query can match caption words.
-                "caption": {"type": "text", "analyzer": "english"},
-                "tags": {"type": "keyword"},
-                "width": {"type": "integer"},
-                "height": {"type": "integer"},
-                "duration": {"type": "float"},
-                "scene_count": {"type": "integer"},
-                "strip": {"type": "keyword", "index": False},
-                "fingerprint": {"type": "keyword"},
-                "model": {"type": "keyword"},
-                VectorField.CLIP.value: _knn_vector(spec.clip_dim),
-                VectorField.CAPTION.value: _knn_vector(spec.caption_dim),
-            },
+            "properties": opensearch_properties(spec, _knn_vector),
         },
     }
 
@@ -171,7 +148,7 @@ def knn_query(
         knn["filter"] = clause
     return {
         "size": k,
-        "_source": {"excludes": list(VECTOR_FIELDS)},
+        "_source": {"excludes": list(VECTOR_NAMES)},
         "query": {"knn": {str(field): knn}},
     }
 
@@ -239,12 +216,6 @@ def _delete_actions(collection: str, ids: Iterable[str]) -> Iterator[dict[str, A
 
 def _query(filter: IndexFilter | None) -> dict[str, Any]:
     return filter_clause(filter) or {"match_all": {}}
-
-
-def _hit_document(source: dict[str, Any]) -> IndexDocument:
-    # Validate every other field normally, then swap the placeholder for the explicit empty vector.
-    doc = IndexDocument.model_validate({**source, VectorField.CLIP.value: [0.0]})
-    return doc.model_copy(update={VectorField.CLIP.value: NO_VECTOR, VectorField.CAPTION.value: None})
 
 
 def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -336,16 +307,24 @@ class OpenSearchIndex(VectorIndex):
                     # Another process won the race; fall through and check it made the same index.
                     if e.error != "resource_already_exists_exception":
                         raise
-            self._check_dimensions(spec)
+            self._check_mapping(spec)
             self._exists = True
 
-    def _check_dimensions(self, spec: IndexSpec) -> None:
+    def _check_mapping(self, spec: IndexSpec) -> None:
+        """Refuse an existing index that cannot hold this spec's documents."""
         response = self.client.indices.get_mapping(index=self.collection)
         # Keyed by the concrete index name, which differs from the collection when that is an alias.
         properties = next(iter(response.values()))["mappings"].get("properties", {})
-        wanted = {VectorField.CLIP.value: spec.clip_dim, VectorField.CAPTION.value: spec.caption_dim}
-        for field, dim in wanted.items():
-            found = properties.get(field, {}).get("dimension")
+        missing = [f.name for f in FIELDS if f.name not in properties]
+        if missing:
+            # Its strict mapping would refuse every document carrying these fields.
+            raise IndexError_(
+                f"collection {self.collection!r} already exists without {', '.join(missing)} in its "
+                "mapping: it was created before these fields existed; re-ingest into a new collection"
+            )
+        for field in VECTOR_NAMES:
+            dim = spec.dim(VectorField(field))
+            found = properties[field].get("dimension")
             if found != dim:
                 raise IndexError_(
                     f"collection {self.collection!r} already exists with {field} dimension {found}, "
@@ -400,7 +379,9 @@ class OpenSearchIndex(VectorIndex):
         if response is None:
             return []
         return [
-            Hit(document=_hit_document(hit["_source"]), score=cosine_from_score(hit["_score"]))
+            Hit(
+                document=DocumentFields.model_validate(hit["_source"]), score=cosine_from_score(hit["_score"])
+            )
             for hit in response["hits"]["hits"]
         ]
 
@@ -429,24 +410,29 @@ class OpenSearchIndex(VectorIndex):
         # The fused score is already in [0, 1]; the per-part scores are not in the response (only the
         # 2.19+ explain processor exposes them, at a cost meant for debugging).
         return [
-            Hit(document=_hit_document(hit["_source"]), score=float(hit["_score"]))
+            Hit(document=DocumentFields.model_validate(hit["_source"]), score=float(hit["_score"]))
             for hit in response["hits"]["hits"]
         ]
 
-    def get_many(self, ids: Iterable[str]) -> list[IndexDocument]:
-        wanted = _unique(ids)
-        docs: list[IndexDocument] = []
+    def get_many(self, ids: Iterable[str]) -> list[DocumentFields]:
+        sources = self._mget(ids, {"_source_excludes": list(VECTOR_NAMES)})
+        return [DocumentFields.model_validate(source) for source in sources]
+
+    def get_many_with_vectors(self, ids: Iterable[str]) -> list[IndexDocument]:
+        return [IndexDocument.model_validate(source) for source in self._mget(ids, {})]
+
+    def _mget(self, ids: Iterable[str], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The `_source` of each document found, in the order of `ids`."""
+        sources: list[dict[str, Any]] = []
         with self._errors("get"):
-            for chunk in _chunks(wanted, MGET_CHUNK_IDS):
+            for chunk in _chunks(_unique(ids), MGET_CHUNK_IDS):
                 response = self._unless_missing(
-                    self.client.mget, index=self.collection, body={"ids": list(chunk)}
+                    self.client.mget, index=self.collection, body={"ids": list(chunk)}, **params
                 )
                 if response is None:
                     break
-                docs.extend(
-                    IndexDocument.model_validate(d["_source"]) for d in response["docs"] if d.get("found")
-                )
-        return docs
+                sources.extend(d["_source"] for d in response["docs"] if d.get("found"))
+        return sources
 
     def delete(self, ids: Iterable[str]) -> int:
         wanted = _unique(ids)

@@ -1,38 +1,66 @@
 """Transform input manifests: which objects to embed, as JSON Lines in the store.
 
-A manifest's name is the hash of its lines, so the same pending work always lands in the same file:
+`list_media` says what a source holds (images, videos, GIFs by their frame count). A manifest's name is
+the hash of its lines, so the same pending work always lands in the same file:
 re-running finds its `.out` already there and nothing is embedded twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-from mediasearch.core.images import is_image_key
+from mediasearch.core.images import gif_frame_count, is_image_key, is_video_key
 from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, MediaKind, stable_id
-from mediasearch.core.storage import ObjectStore
+from mediasearch.core.storage import ObjectInfo, ObjectStore
 from mediasearch.core.wire import dumps_manifest
+
+
+@dataclass
+class SourceListing:
+    """A source's media, by what the pipeline does with them."""
+
+    images: list[ObjectInfo] = field(default_factory=list)
+    videos: list[ObjectInfo] = field(default_factory=list)
+
+
+def list_media(store: ObjectStore, prefix: str = "", layout: WorkLayout | None = None) -> SourceListing:
+    """The images and videos under `prefix`, never anything in the work area or hidden.
+
+    A GIF is read to count its frames: a single frame is an image, several make a video.
+    """
+    listing = SourceListing()
+    for obj in store.list(prefix):
+        if layout is not None and layout.contains(obj.key):
+            continue
+        if is_image_key(obj.key):
+            listing.images.append(obj)
+        elif is_video_key(obj.key):
+            gif = obj.key.lower().endswith(".gif")
+            single = gif and gif_frame_count(store.get(obj.key)) == 1
+            (listing.images if single else listing.videos).append(obj)
+    return listing
+
+
+def image_records(store: ObjectStore, images: Iterable[ObjectInfo]) -> list[ManifestRecord]:
+    """One manifest record per image."""
+    return [
+        ManifestRecord(
+            id=stable_id(store.uri(obj.key)),
+            uri=store.uri(obj.key),
+            kind=MediaKind.IMAGE,
+            fingerprint=obj.fingerprint,
+        )
+        for obj in images
+    ]
 
 
 def scan_images(
     store: ObjectStore, prefix: str = "", layout: WorkLayout | None = None
 ) -> list[ManifestRecord]:
     """One manifest record per image under `prefix`, skipping the work area."""
-    records = []
-    for obj in store.list(prefix):
-        if layout is not None and layout.contains(obj.key):
-            continue
-        if is_image_key(obj.key):
-            records.append(
-                ManifestRecord(
-                    id=stable_id(store.uri(obj.key)),
-                    uri=store.uri(obj.key),
-                    kind=MediaKind.IMAGE,
-                    fingerprint=obj.fingerprint,
-                )
-            )
-    return records
+    return image_records(store, list_media(store, prefix, layout).images)
 
 
 def write_manifests(

@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
@@ -30,13 +29,13 @@ from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
 from mediasearch.core.storage import ObjectInfo, ObjectStore
 from mediasearch.core.wire import dumps_manifest
+from mediasearch.indexing.manifests import list_media
 from mediasearch.indexing.video import (
     ProcessedVideo,
     Timings,
     VideoError,
     VideoOptions,
     VideoPreprocessor,
-    is_video_key,
 )
 
 MANIFEST_CONTENT_TYPE = "application/jsonlines"
@@ -72,14 +71,8 @@ class _Outcome:
 
 
 def list_videos(store: ObjectStore, prefix: str = "", layout: WorkLayout | None = None) -> list[ObjectInfo]:
-    """Videos under `prefix` by extension, never those inside the work area."""
-    return [
-        o
-        for o in store.list(prefix)
-        if is_video_key(o.key)
-        and not (layout is not None and layout.contains(o.key))
-        and not Path(o.key).name.startswith(".")
-    ]
+    """Videos under `prefix` (multi-frame GIFs included), never those inside the work area."""
+    return list_media(store, prefix, layout).videos
 
 
 @contextmanager

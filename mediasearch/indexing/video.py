@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scenedetect import ContentDetector
 from scenedetect.common import FrameTimecode
 
-VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif"})
+from mediasearch.core import defaults
+
 # Containers whose frames depend on earlier ones without keyframes a demuxer can seek to.
 _NO_SEEK_FORMATS = ("gif", "apng", "image2")
 
@@ -49,10 +50,14 @@ class VideoOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(27.0, gt=0, description="ContentDetector threshold: lower finds more cuts")
-    frames_per_scene: int = Field(3, ge=1, le=64, description="frames sampled (and embedded) per scene")
+    threshold: float = Field(
+        defaults.SCENE_THRESHOLD, gt=0, description="ContentDetector threshold: lower finds more cuts"
+    )
+    frames_per_scene: int = Field(
+        defaults.FRAMES_PER_SCENE, ge=1, le=64, description="frames sampled (and embedded) per scene"
+    )
     max_scene_s: float = Field(
-        10.0, gt=0, description="longer scenes (and single shots) are split into windows"
+        defaults.MAX_SCENE_S, gt=0, description="longer scenes (and single shots) are split into windows"
     )
     min_scene_s: float = Field(0.5, ge=0, description="cuts closer together than this are merged")
     frame_max_side: int = Field(512, ge=32, le=4096, description="sampled frames are scaled to fit this")
@@ -571,7 +576,3 @@ class VideoPreprocessor:
             strip=strip,
             timings=timings,
         )
-
-
-def is_video_key(key: str) -> bool:
-    return Path(key).suffix.lower() in VIDEO_EXTENSIONS

@@ -23,7 +23,7 @@ from mediasearch.core.images import ImageDecodeError
 from mediasearch.core.records import (
     Aggregation,
     DocKind,
-    IndexDocument,
+    DocumentFields,
     MediaView,
     ResultKind,
     SceneHit,
@@ -155,7 +155,7 @@ class SearchService:
                 raise QueryError("text", "text is blank")
             return self.encoder.encode_text(req.text), None
         if req.video_id is not None:
-            doc = self.index.get(req.video_id)
+            doc = self.index.get_with_vectors(req.video_id)
             if doc is None or doc.kind is not DocKind.VIDEO:
                 raise QueryError("video_id", f"no video with id {req.video_id!r}", status=404)
             return doc.clip_vector, doc.id
@@ -271,7 +271,7 @@ class SearchService:
             return f"cosine similarity {hit.score:.3f} between the query and the {what}'s caption"
         return f"cosine similarity {hit.score:.3f} between the query and the {what}"
 
-    def media_fields(self, doc: IndexDocument) -> dict[str, Any]:
+    def media_fields(self, doc: DocumentFields) -> dict[str, Any]:
         """The `MediaView` fields of a document: what it shows of itself, and URLs for its media."""
         shown = set(MediaView.model_fields) - {"url", "thumbnail_url", "strip_url"}
         return {
@@ -290,7 +290,7 @@ class SearchService:
         )
 
     def video_result(
-        self, doc: IndexDocument, video: VideoScore | None, score: float | None = None, explanation: str = ""
+        self, doc: DocumentFields, video: VideoScore | None, score: float | None = None, explanation: str = ""
     ) -> SearchResult:
         scenes = [
             SceneHit(
