@@ -1,0 +1,385 @@
+"""CLIP's two towers on ONNX Runtime, without torch or transformers.
+
+`OnnxClipModel` has `ClipModel`'s public methods (`name`, `dim`, `load`, `preprocess`, `embed_pixels`,
+`embed_images`, `embed_texts`), so the transform runner, the SageMaker handler and the query side can
+take either. Like the torch models it loads on first use (Immich-ML style): creating one is free.
+
+What it loads is an export folder (see `mediasearch.encoders.onnx_cache`): either `name` itself is one
+(what a model.tar.gz or a Lambda image carries), or `name` is a hub id or checkpoint directory whose
+export is looked up by identity in the cache, and made there on first use when torch is installed.
+
+Tokenising uses the `tokenizers` library on the checkpoint's tokenizer.json; image preprocessing is
+CLIP's (shortest side to the configured size, bicubic; centre crop; rescale; normalise) in PIL and
+numpy, matching transformers' CLIPImageProcessor to float precision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+from PIL import Image
+
+from mediasearch.core.vectors import l2_normalise
+from mediasearch.encoders.onnx_cache import (
+    PRECISIONS,
+    OnnxCacheError,
+    export_dir,
+    is_export_dir,
+    model_identity,
+    read_meta,
+)
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, what CLIPImageProcessor defaults to
+_DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class OnnxModelError(RuntimeError):
+    """The ONNX model cannot be loaded or run; the message names it and says what to do."""
+
+
+# -- image preprocessing --------------------------------------------------------------------------
+
+
+def _edge(value: Any, *keys: str) -> int | None:
+    """A size from an image-processor config, which may be an int or a dict (old and new formats)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        for key in keys:
+            if isinstance(value.get(key), int):
+                return int(value[key])
+    return None
+
+
+@dataclass(frozen=True)
+class ClipImagePreprocessor:
+    """CLIPImageProcessor's steps, read from its config, in PIL + numpy."""
+
+    shortest_edge: int = 224
+    crop_height: int = 224
+    crop_width: int = 224
+    resample: int = Image.Resampling.BICUBIC
+    rescale_factor: float = 1 / 255
+    mean: tuple[float, float, float] = _DEFAULT_MEAN
+    std: tuple[float, float, float] = _DEFAULT_STD
+    do_resize: bool = True
+    do_center_crop: bool = True
+    do_rescale: bool = True
+    do_normalize: bool = True
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ClipImagePreprocessor:
+        """From an image-processor dict (preprocessor_config.json, or processor_config.json's part)."""
+        size = config.get("size", 224)
+        shortest = _edge(size, "shortest_edge")
+        if shortest is None:
+            # {"height", "width"} means a plain square resize, which is not CLIP's recipe.
+            raise OnnxModelError(f"unsupported image processor size {size!r}: CLIP resizes the shortest edge")
+        crop = config.get("crop_size", shortest)
+        crop_h, crop_w = _edge(crop, "height", "shortest_edge"), _edge(crop, "width", "shortest_edge")
+        mean, std = config.get("image_mean", _DEFAULT_MEAN), config.get("image_std", _DEFAULT_STD)
+        return cls(
+            shortest_edge=shortest,
+            crop_height=crop_h or shortest,
+            crop_width=crop_w or shortest,
+            resample=int(config.get("resample", Image.Resampling.BICUBIC)),
+            rescale_factor=float(config.get("rescale_factor", 1 / 255)),
+            mean=tuple(float(x) for x in mean),  # type: ignore[arg-type]
+            std=tuple(float(x) for x in std),  # type: ignore[arg-type]
+            do_resize=bool(config.get("do_resize", True)),
+            do_center_crop=bool(config.get("do_center_crop", True)),
+            do_rescale=bool(config.get("do_rescale", True)),
+            do_normalize=bool(config.get("do_normalize", True)),
+        )
+
+    @classmethod
+    def from_dir(cls, folder: str | Path) -> ClipImagePreprocessor:
+        """From preprocessor_config.json, else the image part of processor_config.json (transformers 5)."""
+        folder = Path(folder)
+        pre, proc = folder / "preprocessor_config.json", folder / "processor_config.json"
+        if pre.is_file():
+            return cls.from_config(json.loads(pre.read_text()))
+        if proc.is_file():
+            data = json.loads(proc.read_text())
+            return cls.from_config(data.get("image_processor", data))
+        raise OnnxModelError(f"{folder} has no preprocessor_config.json or processor_config.json")
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """One image to CHW float32, as CLIPImageProcessor computes it (same rounding and order)."""
+        image = image.convert("RGB")
+        if self.do_resize:
+            width, height = image.size
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+            if (new_w, new_h) != image.size:
+                image = image.resize((new_w, new_h), resample=Image.Resampling(self.resample))
+        array = np.asarray(image)  # HWC uint8
+        if self.do_center_crop:
+            array = self._center_crop(array)
+        pixels: np.ndarray = array
+        if self.do_rescale:
+            # float64 then float32, as transformers' rescale does, so the values match to the last bit.
+            pixels = (array.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        if self.do_normalize:
+            pixels = pixels.astype(np.float32, copy=False)
+            pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
+
+    def _center_crop(self, array: np.ndarray) -> np.ndarray:
+        height, width = array.shape[:2]
+        ch, cw = self.crop_height, self.crop_width
+        top, left = (height - ch) // 2, (width - cw) // 2
+        if top >= 0 and left >= 0:
+            return array[top : top + ch, left : left + cw]
+        # Smaller than the crop: zero-pad to at least the crop size, centred, then crop (transformers' way).
+        new_h, new_w = max(ch, height), max(cw, width)
+        padded = np.zeros((new_h, new_w, array.shape[2]), array.dtype)
+        top_pad, left_pad = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
+        padded[top_pad : top_pad + height, left_pad : left_pad + width] = array
+        top, left = (new_h - ch) // 2, (new_w - cw) // 2
+        return padded[top : top + ch, left : left + cw]
+
+
+# -- tokenizer ------------------------------------------------------------------------------------
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
+
+
+class ClipTokenizer:
+    """tokenizer.json through the `tokenizers` library: padded to the longest text, truncated to the model."""
+
+    def __init__(self, folder: str | Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise OnnxModelError(f"{folder} has no tokenizer.json (a fast tokenizer file is required)")
+        self._tokenizer = Tokenizer.from_file(str(path))
+        config: dict[str, Any] = {}
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if (folder / name).is_file():
+                config = {**json.loads((folder / name).read_text()), **config}
+        # CLIP pads with its end-of-text token; a checkpoint may name another pad token.
+        pad = _token_text(config.get("pad_token")) or _token_text(config.get("eos_token")) or "<|endoftext|>"
+        pad_id = self._tokenizer.token_to_id(pad)
+        if pad_id is None:
+            raise OnnxModelError(f"pad token {pad!r} is not in {path}")
+        self.max_length = max_length
+        self._tokenizer.enable_truncation(max_length=max_length)
+        self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask), both int64 (N, L) with L the longest text's length."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def providers_for(device: str) -> list[Any]:
+    """ONNX Runtime providers for a device setting (`auto`, `cpu`, `cuda`, `cuda:1`), best first."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    kind, _, index = device.partition(":")
+    if kind == "auto":
+        kind = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind != "cuda":
+        raise OnnxModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    if "CUDAExecutionProvider" not in available:
+        raise OnnxModelError(
+            f"device {device!r} was asked for but this onnxruntime has no CUDA provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu or use device cpu"
+        )
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+
+
+def make_session(path: Path, device: str = "cpu", threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # One op at a time, each over every core: these graphs are a chain of big MatMuls with no branches
+    # worth running side by side, and inter-op threads would only compete with the intra-op pool.
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or cpu_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initialisers etc. are noise to a user
+    providers = providers_for(device)
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
+        # ORT silently falls back to CPU when the CUDA libraries fail to load; an explicit ask must not.
+        raise OnnxModelError(f"CUDA provider failed to start for {path.name}; check the CUDA/cuDNN install")
+    return session
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+
+def resolve_export(
+    name: str,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    auto_export: bool = True,
+) -> Path:
+    """The export folder for `name`: `name` itself if it is one, else the cached export of its identity.
+
+    A missing export is made on first use when `auto_export` and torch is installed; without torch (a
+    query Lambda) the error says to run `mediasearch export-onnx` where torch is.
+    """
+    if is_export_dir(name):
+        return Path(name)
+    try:
+        identity = model_identity(name, revision=revision, cache_dir=cache_dir)
+    except OnnxCacheError as exc:
+        raise OnnxModelError(str(exc)) from exc
+    folder = export_dir(identity, cache_dir)
+    if is_export_dir(folder):
+        return folder
+    if not auto_export:
+        raise OnnxModelError(f"no ONNX export of {name!r} at {folder}; run `mediasearch export-onnx` first")
+    try:
+        from mediasearch.models.onnx_export import export_clip
+    except ImportError as exc:
+        raise OnnxModelError(
+            f"no ONNX export of {name!r} at {folder}, and exporting needs torch and transformers "
+            f"({exc}); run `mediasearch export-onnx` where they are installed and ship the folder"
+        ) from exc
+    return export_clip(name, cache_dir=cache_dir, revision=revision)
+
+
+class OnnxClipModel:
+    """CLIP image and text embeddings from ONNX Runtime, L2-normalised float32; a drop-in for ClipModel."""
+
+    task = "CLIP model (ONNX)"
+
+    def __init__(
+        self,
+        name: str,
+        device: str = "auto",
+        batch_size: int = 32,
+        precision: str = "fp32",
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+        threads: int | None = None,
+        auto_export: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.name = name
+        self.batch_size = batch_size
+        self.precision = precision
+        self.cache_dir = cache_dir
+        self.revision = revision
+        self.threads = threads
+        self.auto_export = auto_export
+        self._device = device
+        self._lock = threading.Lock()
+        self._image_session: Any = None
+        self._text_session: Any = None
+        self._preprocessor: ClipImagePreprocessor | None = None
+        self._tokenizer: ClipTokenizer | None = None
+        self.folder: Path | None = None
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def loaded(self) -> bool:
+        return self._image_session is not None
+
+    def load(self) -> Self:
+        with self._lock:
+            if self._image_session is not None:
+                return self
+            folder = resolve_export(self.name, self.cache_dir, self.revision, self.auto_export)
+            try:
+                meta = read_meta(folder)
+                files = meta["files"][self.precision]
+                preprocessor = ClipImagePreprocessor.from_dir(folder)
+                tokenizer = ClipTokenizer(folder, int(meta["max_text_tokens"]))
+                text_session = make_session(folder / files["text"], self._device, self.threads)
+                image_session = make_session(folder / files["image"], self._device, self.threads)
+            except (OSError, KeyError, ValueError, OnnxCacheError) as exc:
+                raise OnnxModelError(f"cannot load {self.task} {self.name!r} from {folder}: {exc}") from exc
+            self.folder, self.meta = folder, meta
+            self._preprocessor, self._tokenizer = preprocessor, tokenizer
+            self._text_session = text_session
+            self._image_session = image_session  # last: `loaded` means everything is ready
+        return self
+
+    @property
+    def dim(self) -> int:
+        return int(self.load().meta["dim"])
+
+    @property
+    def max_text_tokens(self) -> int:
+        return int(self.load().meta["max_text_tokens"])
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.load()._image_session.get_providers())
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """Resize, crop and normalise one image to CHW float32; pure CPU work, safe in worker threads."""
+        self.load()
+        assert self._preprocessor is not None
+        return self._preprocessor(image)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed a (N, 3, H, W) batch that `preprocess` produced."""
+        session = self.load()._image_session
+        out: list[np.ndarray] = []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = np.ascontiguousarray(pixels[start : start + self.batch_size], dtype=np.float32)
+            out.append(session.run(None, {"pixel_values": chunk})[0])
+        # The graph normalises already; again here so int8 rounding never leaves a row off unit length.
+        return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))
+
+    # -- text -----------------------------------------------------------------------------------
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.load()
+        assert self._tokenizer is not None
+        out: list[np.ndarray] = []
+        for start in range(0, len(texts), self.batch_size):
+            ids, mask = self._tokenizer(texts[start : start + self.batch_size])
+            out.append(self._text_session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
