@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
+
 
 def _as_f32(value: Any) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float32)
@@ -194,8 +196,8 @@ class HybridWeightsModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keyword: float = Field(0.3, ge=0, le=1)
-    clip: float = Field(0.7, ge=0, le=1)
+    keyword: float = Field(HYBRID_KEYWORD_WEIGHT, ge=0, le=1)
+    clip: float = Field(HYBRID_CLIP_WEIGHT, ge=0, le=1)
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> HybridWeightsModel:
@@ -219,7 +221,9 @@ class SearchRequest(BaseModel):
     )
     k: int = Field(default=10, ge=1, le=100)
     aggregation: Aggregation = Aggregation.MAX
-    weights: HybridWeightsModel | None = Field(default=None, description="hybrid mode only; default 0.3/0.7")
+    weights: HybridWeightsModel | None = Field(
+        default=None, description="hybrid mode only; default: MEDIASEARCH_HYBRID_*_WEIGHT"
+    )
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
     @model_validator(mode="after")

@@ -1,17 +1,23 @@
 """Settings, read from the environment (prefix MEDIASEARCH_) or a `.env` file.
 
-This is the one place where backends are chosen: the store (local folder or S3), the index (LanceDB
-or OpenSearch) and the query encoder (in-process or a SageMaker endpoint) all follow from here.
+This module and `mediasearch.backends` are the only readers of the environment: every command, job
+and handler takes its options from a `Settings`, and `backends` turns one into implementations (the
+store, the index, the models, the query encoder, the pipeline). A default that a library type also
+has (video sampling, hybrid weights, the pixel limit, the work folder) is imported from where it is
+defined, never written again here.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mediasearch.core import defaults
+from mediasearch.core.images import MAX_IMAGE_PIXELS
+from mediasearch.core.layout import WORK_DIR
 
 
 class IndexBackend(StrEnum):
@@ -27,14 +33,13 @@ class EncoderBackend(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIASEARCH_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(
-        Path("mediasearch-data"), description="root of local artefacts (index, demo corpus)"
-    )
     store: str = Field(
         "mediasearch-data",
         description="the media store: a local folder or s3://bucket/prefix; image_uri queries must lie inside it",
     )
-    work_prefix: str = Field("_mediasearch", description="where manifests and .out files go inside a source")
+    work_prefix: str = Field(
+        WORK_DIR, description="the work folder inside a source (manifests, outputs, frames)"
+    )
 
     clip_model: str = Field("openai/clip-vit-base-patch32", description="hub id or local directory")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
@@ -43,10 +48,14 @@ class Settings(BaseSettings):
     manifest_lines: int = Field(1000, ge=1, description="records per manifest file")
 
     scene_threshold: float = Field(
-        27.0, gt=0, description="content-detector threshold: lower finds more cuts"
+        defaults.SCENE_THRESHOLD, gt=0, description="content-detector threshold: lower finds more cuts"
     )
-    frames_per_scene: int = Field(3, ge=1, le=64, description="frames sampled and embedded per scene")
-    max_scene_s: float = Field(10.0, gt=0, description="longer shots are split into windows of this length")
+    frames_per_scene: int = Field(
+        defaults.FRAMES_PER_SCENE, ge=1, le=64, description="frames sampled and embedded per scene"
+    )
+    max_scene_s: float = Field(
+        defaults.MAX_SCENE_S, gt=0, description="longer shots are split into windows of this length"
+    )
     video_workers: int = Field(
         2, ge=1, description="videos preprocessed in parallel (2 measured 1.6x faster on 2 cores)"
     )
@@ -60,8 +69,8 @@ class Settings(BaseSettings):
     text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="caption text embedder")
     tags_top_n: int = Field(10, ge=1, description="tags kept per video")
     tags_min_frames: int = Field(2, ge=1, description="frames that must carry a tag for the video to get it")
-    hybrid_keyword_weight: float = Field(0.3, ge=0, le=1)
-    hybrid_clip_weight: float = Field(0.7, ge=0, le=1)
+    hybrid_keyword_weight: float = Field(defaults.HYBRID_KEYWORD_WEIGHT, ge=0, le=1)
+    hybrid_clip_weight: float = Field(defaults.HYBRID_CLIP_WEIGHT, ge=0, le=1)
 
     index_backend: IndexBackend = IndexBackend.LANCEDB
     collection: str = Field("media", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
@@ -78,7 +87,7 @@ class Settings(BaseSettings):
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     cors_origins: list[str] = Field(default_factory=list)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=1024)
+    max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1024)
     max_image_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="largest query image (base64 `image` decoded, or `image_uri`)"
     )

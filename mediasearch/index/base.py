@@ -19,6 +19,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 
 
@@ -58,8 +59,8 @@ class Hit:
 class HybridWeights:
     """How keyword relevance and vector similarity are mixed after min-max normalisation."""
 
-    keyword: float = 0.3
-    vector: float = 0.7
+    keyword: float = HYBRID_KEYWORD_WEIGHT
+    vector: float = HYBRID_CLIP_WEIGHT
 
     def __post_init__(self) -> None:
         if self.keyword < 0 or self.vector < 0 or self.keyword + self.vector <= 0:
