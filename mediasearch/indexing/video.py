@@ -37,8 +37,6 @@ from scenedetect.common import FrameTimecode
 
 from mediasearch.core import defaults
 
-from mediasearch.core import defaults
-
 # Containers whose frames depend on earlier ones without keyframes a demuxer can seek to.
 _NO_SEEK_FORMATS = ("gif", "apng", "image2")
 
