@@ -17,6 +17,7 @@ from mediasearch.query.links import MediaLinks
 from mediasearch.query.search import SearchService
 
 if TYPE_CHECKING:
+    from mediasearch.index.opensearch import OpenSearchIndex
     from mediasearch.indexing.video import VideoOptions
 
 
@@ -26,12 +27,35 @@ def store(settings: Settings) -> ObjectStore:
 
 def index(settings: Settings) -> VectorIndex:
     if settings.index_backend is IndexBackend.OPENSEARCH:
-        from mediasearch.index.opensearch import OpenSearchIndex
-
-        return OpenSearchIndex.from_settings(settings)
+        return opensearch_index(settings)
     from mediasearch.index.lancedb import LanceDBIndex
 
     return LanceDBIndex(settings.lancedb_uri, settings.collection)
+
+
+def opensearch_index(settings: Settings) -> OpenSearchIndex:
+    """The collection on the cluster at MEDIASEARCH_OPENSEARCH_URL, signed with SigV4 when a region is set
+    (Amazon OpenSearch Service), with basic auth when a username is."""
+    from mediasearch.index.opensearch import OpenSearchIndex, build_client
+
+    if not settings.opensearch_url:
+        raise ValueError(
+            "the OpenSearch backend needs a cluster URL: set MEDIASEARCH_OPENSEARCH_URL "
+            "(e.g. http://localhost:9200 or https://<domain>.<region>.es.amazonaws.com)"
+        )
+    if settings.opensearch_aws_region and settings.opensearch_username:
+        raise ValueError(
+            "set either MEDIASEARCH_OPENSEARCH_AWS_REGION (SigV4) or MEDIASEARCH_OPENSEARCH_USERNAME "
+            "(basic auth), not both"
+        )
+    password = settings.opensearch_password.get_secret_value() if settings.opensearch_password else ""
+    client = build_client(
+        settings.opensearch_url,
+        aws_region=settings.opensearch_aws_region,
+        username=settings.opensearch_username,
+        password=password,
+    )
+    return OpenSearchIndex(client, settings.collection)
 
 
 def clip_model(settings: Settings) -> ClipModel:

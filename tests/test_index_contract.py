@@ -31,10 +31,10 @@ def index(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
         url = os.environ.get("OPENSEARCH_URL")
         if not url:
             pytest.skip("OPENSEARCH_URL is not set: no OpenSearch cluster to test against")
+        from mediasearch.backends import opensearch_index
         from mediasearch.core.settings import Settings
-        from mediasearch.index.opensearch import OpenSearchIndex
 
-        idx = OpenSearchIndex.from_settings(Settings(opensearch_url=url, collection=collection))
+        idx = opensearch_index(Settings(opensearch_url=url, collection=collection))
     yield idx
     if request.param == "opensearch":
         idx.client.indices.delete(index=collection, ignore_unavailable=True)  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ import requests
 from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
 from opensearchpy.connection import Connection
 
+from mediasearch import backends
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 from mediasearch.core.settings import Settings
 from mediasearch.index.base import IndexError_, IndexFilter, IndexSpec, VectorField
@@ -768,15 +769,15 @@ def test_reads_of_a_collection_never_created_find_nothing(
     assert index.delete_where(IndexFilter(video_id="v1")) == 0
 
 
-# ---------------------------------------------------------------- from_settings
+# ---------------------------------------------------------------- backends.opensearch_index (settings -> client)
 
 
-def test_from_settings_requires_a_url() -> None:
+def test_opensearch_index_requires_a_url() -> None:
     with pytest.raises(ValueError, match="MEDIASEARCH_OPENSEARCH_URL"):
-        OpenSearchIndex.from_settings(Settings(_env_file=None, opensearch_url=None))
+        backends.opensearch_index(Settings(_env_file=None, opensearch_url=None))
 
 
-def test_from_settings_uses_basic_auth_when_a_username_is_set() -> None:
+def test_opensearch_index_uses_basic_auth_when_a_username_is_set() -> None:
     settings = Settings(
         _env_file=None,
         opensearch_url="https://search.example:9200",
@@ -785,14 +786,14 @@ def test_from_settings_uses_basic_auth_when_a_username_is_set() -> None:
         opensearch_aws_region=None,
         collection="photos",
     )
-    index = OpenSearchIndex.from_settings(settings)
+    index = backends.opensearch_index(settings)
     connection = index.client.transport.get_connection()
     assert index.collection == "photos"
     assert connection.host == "https://search.example:9200"
     assert connection.headers["authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
 
 
-def test_from_settings_signs_with_sigv4_when_a_region_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_opensearch_index_signs_with_sigv4_when_a_region_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
@@ -803,7 +804,7 @@ def test_from_settings_signs_with_sigv4_when_a_region_is_set(monkeypatch: pytest
         opensearch_aws_region="eu-west-1",
         opensearch_username=None,
     )
-    connection = OpenSearchIndex.from_settings(settings).client.transport.get_connection()
+    connection = backends.opensearch_index(settings).client.transport.get_connection()
     assert isinstance(connection, RequestsHttpConnection)
     assert isinstance(connection.session.auth, RequestsAWSV4SignerAuth)
     # Sign a request offline to check the credential scope names the region and the "es" service.
@@ -814,7 +815,7 @@ def test_from_settings_signs_with_sigv4_when_a_region_is_set(monkeypatch: pytest
     assert "/eu-west-1/es/aws4_request" in signed.headers["Authorization"]
 
 
-def test_from_settings_refuses_both_sigv4_and_basic_auth() -> None:
+def test_opensearch_index_refuses_both_sigv4_and_basic_auth() -> None:
     settings = Settings(
         _env_file=None,
         opensearch_url="https://search.example",
@@ -822,7 +823,7 @@ def test_from_settings_refuses_both_sigv4_and_basic_auth() -> None:
         opensearch_username="admin",
     )
     with pytest.raises(ValueError, match="not both"):
-        OpenSearchIndex.from_settings(settings)
+        backends.opensearch_index(settings)
 
 
 # ---------------------------------------------------------------- a real cluster, when there is one
@@ -835,7 +836,7 @@ def test_smoke_against_a_real_cluster() -> None:
     settings = Settings(
         opensearch_url=os.environ["OPENSEARCH_URL"], collection=f"smoke-{uuid.uuid4().hex[:12]}"
     )
-    index = OpenSearchIndex.from_settings(settings)
+    index = backends.opensearch_index(settings)
     try:
         index.create(SPEC)
         index.create(SPEC)  # idempotent

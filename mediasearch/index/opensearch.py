@@ -30,7 +30,6 @@ from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnec
 from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
 
 from mediasearch.core.records import DocumentFields, IndexDocument
-from mediasearch.core.settings import Settings
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
@@ -227,35 +226,30 @@ def _unique(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def build_client(settings: Settings) -> OpenSearch:
-    """An OpenSearch client for `settings`: SigV4 on AWS, basic auth when a username is set."""
-    if not settings.opensearch_url:
-        raise ValueError(
-            "the OpenSearch backend needs a cluster URL: set MEDIASEARCH_OPENSEARCH_URL "
-            "(e.g. http://localhost:9200 or https://<domain>.<region>.es.amazonaws.com)"
-        )
+def build_client(
+    url: str, *, aws_region: str | None = None, username: str | None = None, password: str = ""
+) -> OpenSearch:
+    """A client for the cluster at `url`: requests signed with SigV4 for `aws_region` (Amazon
+    OpenSearch Service), or basic auth when a `username` is given, or neither (a local cluster).
+
+    Which settings give these is `mediasearch.backends`' business.
+    """
+    if aws_region and username:
+        raise ValueError("give aws_region (SigV4) or username (basic auth), not both")
     kwargs: dict[str, Any] = {"timeout": 30, "max_retries": 3, "retry_on_timeout": True}
-    if settings.opensearch_aws_region:
-        if settings.opensearch_username:
-            raise ValueError(
-                "set either MEDIASEARCH_OPENSEARCH_AWS_REGION (SigV4) or MEDIASEARCH_OPENSEARCH_USERNAME "
-                "(basic auth), not both"
-            )
+    if aws_region:
         import boto3  # only AWS deployments pay for importing boto3 here
 
         credentials = boto3.Session().get_credentials()
         if credentials is None:
-            raise ValueError(
-                "MEDIASEARCH_OPENSEARCH_AWS_REGION is set but boto3 found no AWS credentials to sign with"
-            )
+            raise ValueError(f"signing for {aws_region} needs AWS credentials, and boto3 found none")
         # The requests-based signer pairs with RequestsHttpConnection (opensearch-py guides/auth.md);
         # AWSV4SignerAuth is the deprecated alias of the same class.
-        kwargs["http_auth"] = RequestsAWSV4SignerAuth(credentials, settings.opensearch_aws_region, "es")
+        kwargs["http_auth"] = RequestsAWSV4SignerAuth(credentials, aws_region, "es")
         kwargs["connection_class"] = RequestsHttpConnection
-    elif settings.opensearch_username:
-        password = settings.opensearch_password.get_secret_value() if settings.opensearch_password else ""
-        kwargs["http_auth"] = (settings.opensearch_username, password)
-    return OpenSearch(hosts=[settings.opensearch_url], **kwargs)
+    elif username:
+        kwargs["http_auth"] = (username, password)
+    return OpenSearch(hosts=[url], **kwargs)
 
 
 class OpenSearchIndex(VectorIndex):
@@ -268,10 +262,6 @@ class OpenSearchIndex(VectorIndex):
         # Set once the index is known to exist, so writes can refuse to auto-create an index with a
         # dynamic (non-k-NN) mapping without asking the cluster before every batch.
         self._exists = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OpenSearchIndex:
-        return cls(build_client(settings), settings.collection)
 
     @contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
