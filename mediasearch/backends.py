@@ -7,18 +7,20 @@ from typing import TYPE_CHECKING
 from mediasearch.core.settings import EncoderBackend, IndexBackend, Settings
 from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
-from mediasearch.indexing.handler import ClipHandler
 from mediasearch.indexing.video_documents import TagOptions
-from mediasearch.models.captioner import CaptionModel
-from mediasearch.models.clip import ClipModel
-from mediasearch.models.text_embedder import TextEmbedder
-from mediasearch.query.encoder import LocalEncoder, QueryEncoder, SageMakerEncoder
+from mediasearch.query.encoder import LazyTextEmbedder, LocalEncoder, QueryEncoder, SageMakerEncoder
 from mediasearch.query.links import MediaLinks
 from mediasearch.query.search import SearchService
 
 if TYPE_CHECKING:
+    # Type-only: each builder below imports what it builds, so that picking the SageMaker encoder and
+    # OpenSearch (the query Lambda) loads neither torch nor transformers.
     from mediasearch.index.opensearch import OpenSearchIndex
+    from mediasearch.indexing.handler import ClipHandler
     from mediasearch.indexing.video import VideoOptions
+    from mediasearch.models.captioner import CaptionModel
+    from mediasearch.models.clip import ClipModel
+    from mediasearch.models.text_embedder import TextEmbedder
 
 
 def store(settings: Settings) -> ObjectStore:
@@ -59,10 +61,14 @@ def opensearch_index(settings: Settings) -> OpenSearchIndex:
 
 
 def clip_model(settings: Settings) -> ClipModel:
+    from mediasearch.models.clip import ClipModel
+
     return ClipModel(settings.clip_model, device=settings.device, batch_size=settings.batch_size)
 
 
 def captioner(settings: Settings) -> CaptionModel:
+    from mediasearch.models.captioner import CaptionModel
+
     return CaptionModel(
         settings.caption_model,
         device=settings.device,
@@ -72,6 +78,8 @@ def captioner(settings: Settings) -> CaptionModel:
 
 
 def text_embedder(settings: Settings) -> TextEmbedder:
+    from mediasearch.models.text_embedder import TextEmbedder
+
     return TextEmbedder(settings.text_model, device=settings.device)
 
 
@@ -79,6 +87,8 @@ def clip_handler(
     settings: Settings, model: ClipModel | None = None, captions: bool | None = None
 ) -> ClipHandler:
     """The transform's handler: CLIP, plus the captioner when captions are on (setting or override)."""
+    from mediasearch.indexing.handler import ClipHandler
+
     return ClipHandler(
         model or clip_model(settings),
         decode_workers=settings.decode_workers,
@@ -97,7 +107,9 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
         encoder(settings),
         store(settings),
         MediaLinks(base_url, presign_expiry_s=settings.presign_expiry_s),
-        text_embedder=text_embedder(settings),
+        # Built on the first caption query: where torch and transformers are not installed (the
+        # query Lambda), that query answers 501 and every other mode works.
+        text_embedder=LazyTextEmbedder(lambda: text_embedder(settings)),
         hybrid_weights=HybridWeights(
             keyword=settings.hybrid_keyword_weight, vector=settings.hybrid_clip_weight
         ),

@@ -128,46 +128,88 @@ def test_bad_input_is_a_json_4xx(lambda_module: ModuleType) -> None:
     assert "error" in json.loads(response["body"])
 
 
+# What the Lambda image leaves out (query_lambda/requirements.txt): the model stack, the embedded
+# index and the video and CLI libraries.
+NOT_IN_LAMBDA_IMAGE = {
+    "torch",
+    "transformers",
+    "lancedb",
+    "pyarrow",
+    "av",
+    "scenedetect",
+    "cv2",
+    "typer",
+    "uvicorn",
+}
+
+AWS_ENV = {
+    "PATH": "/usr/bin:/bin",
+    # The Lambda runtime sets both region variables.
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "MEDIASEARCH_INDEX_BACKEND": "opensearch",
+    "MEDIASEARCH_OPENSEARCH_URL": "https://search-mediasearch-abc.us-east-1.es.amazonaws.com",
+    "MEDIASEARCH_OPENSEARCH_AWS_REGION": "us-east-1",
+    "MEDIASEARCH_ENCODER_BACKEND": "sagemaker",
+    "MEDIASEARCH_SAGEMAKER_ENDPOINT": "mediasearch-clip",
+    "MEDIASEARCH_STORE": "s3://bucket/media",
+}
+
+
 def test_lambda_image_dependencies_are_enough_on_aws_settings() -> None:
-    """The Lambda image installs query_lambda/requirements.txt + torch, not the batch-side libraries.
-    With the AWS settings (OpenSearch over SigV4, SageMaker encoder) the handler must import and
-    build its app without them."""
+    """With the AWS settings (OpenSearch over SigV4, SageMaker encoder) the handler imports and builds
+    its app with everything the image leaves out unimportable, and caption mode, which needs the local
+    text embedder, answers 501 with the reason instead of failing."""
     import subprocess
     import sys
     import textwrap
 
     script = textwrap.dedent(
         f"""
-        import importlib.abc, importlib.util, sys
-        BLOCKED = {{"lancedb", "pyarrow", "transformers", "av", "scenedetect", "cv2", "typer", "uvicorn"}}
+        import importlib.abc, importlib.util, json, sys
+        BLOCKED = {sorted(NOT_IN_LAMBDA_IMAGE)!r}
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in BLOCKED:
-                    raise ImportError(name + " is not in the Lambda image")
+                    raise ModuleNotFoundError(name + " is not in the Lambda image", name=name)
         sys.meta_path.insert(0, Block())
         spec = importlib.util.spec_from_file_location("handler", {str(HANDLER)!r})
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         service = module.handler.app.state.service
         print(type(service.index).__name__, type(service.encoder).__name__)
+        event = json.loads(sys.argv[1])
+        context = type("Context", (), {{"get_remaining_time_in_millis": lambda self: 29_000}})()
+        print(json.dumps(module.handler(event, context)))
         """
     )
-    env = {
-        "PATH": "/usr/bin:/bin",
-        # The Lambda runtime sets both region variables.
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "MEDIASEARCH_INDEX_BACKEND": "opensearch",
-        "MEDIASEARCH_OPENSEARCH_URL": "https://search-mediasearch-abc.us-east-1.es.amazonaws.com",
-        "MEDIASEARCH_OPENSEARCH_AWS_REGION": "us-east-1",
-        "MEDIASEARCH_ENCODER_BACKEND": "sagemaker",
-        "MEDIASEARCH_SAGEMAKER_ENDPOINT": "mediasearch-clip",
-        "MEDIASEARCH_STORE": "s3://bucket/media",
-    }
+    event = http_api_event("POST", "/search", {"text": "a red square", "mode": "caption"})
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", script, json.dumps(event)],
+        capture_output=True,
+        text=True,
+        env=AWS_ENV,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["OpenSearchIndex", "SageMakerEncoder"]
+    names, response_line = proc.stdout.strip().split("\n")[-2:]
+    assert names.split() == ["OpenSearchIndex", "SageMakerEncoder"]
+    response = json.loads(response_line)
+    assert response["statusCode"] == 501, response
+    body = json.loads(response["body"])
+    assert body["detail"] == {"field": "mode"}
+    assert "caption search is not available" in body["error"] and "'torch' is not installed" in body["error"]
+
+
+def test_lambda_requirements_and_image_carry_no_model_stack() -> None:
+    import re
+
+    root = HANDLER.parents[1]
+    lines = (root / "query_lambda" / "requirements.txt").read_text().splitlines()
+    names = {m.group().lower() for line in lines if (m := re.match(r"[A-Za-z0-9_.-]+", line))}
+    assert "fastapi" in names and not names & NOT_IN_LAMBDA_IMAGE
+    dockerfile = (root / "docker" / "lambda.Dockerfile").read_text()
+    instructions = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in instructions if "torch" in line or "download.pytorch.org" in line]

@@ -12,11 +12,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
 
+from mediasearch.core.errors import ModelLoadError
 from mediasearch.models.device import Placement, resolve
 
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message names it and says what to check."""
+__all__ = ["LazyModel", "ModelLoadError"]
 
 
 class LazyModel(ABC):

@@ -7,14 +7,64 @@ the model). Both speak the handler's JSON contract, so one model artefact serves
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from mediasearch.core.images import decode_image
 from mediasearch.core.vectors import l2_normalise
 from mediasearch.core.wire import EmbeddingResponse, TextQuery
-from mediasearch.models.clip import ClipModel
+
+if TYPE_CHECKING:
+    # Type-only: the model stack (torch) is for whoever builds a LocalEncoder, never for this import.
+    from mediasearch.models.clip import ClipModel
+
+
+class TextVectoriser(Protocol):
+    """What caption mode needs: the caption text embedder (see `mediasearch.models.text_embedder`)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class LazyTextEmbedder:
+    """A `TextVectoriser` built on first use.
+
+    Building the caption text embedder imports torch and transformers. Deferring that keeps the
+    search service buildable without them (the query Lambda installs neither): there, only caption
+    queries fail, with the `ImportError` the service turns into a 501.
+    """
+
+    def __init__(self, build: Callable[[], TextVectoriser]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._embedder: TextVectoriser | None = None
+        self._missing: ImportError | None = None
+
+    def get(self) -> TextVectoriser:
+        with self._lock:
+            if self._embedder is None:
+                if self._missing is not None:
+                    # A fresh error each time: re-raising one instance would grow its traceback per query.
+                    raise ImportError(str(self._missing), name=self._missing.name)
+                try:
+                    self._embedder = self._build()
+                except ImportError as exc:
+                    self._missing = exc  # a library that is not installed stays so: no import per query
+                    raise
+            return self._embedder
+
+    @property
+    def dim(self) -> int:
+        return self.get().dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.get().embed(texts)
 
 
 class QueryEncoder(ABC):

@@ -15,10 +15,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from mediasearch.core.errors import ModelLoadError
 from mediasearch.core.images import ImageDecodeError
 from mediasearch.core.records import (
     Aggregation,
@@ -35,8 +36,7 @@ from mediasearch.core.records import (
 )
 from mediasearch.core.storage import ObjectStore, StoreError
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
-from mediasearch.models.base import ModelLoadError
-from mediasearch.query.encoder import QueryEncoder
+from mediasearch.query.encoder import QueryEncoder, TextVectoriser
 from mediasearch.query.links import MediaLinks
 
 
@@ -104,15 +104,6 @@ def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFil
         min_width=filters.min_width,
         min_height=filters.min_height,
     )
-
-
-class TextVectoriser(Protocol):
-    """What caption mode needs: the caption text embedder (see `mediasearch.models.text_embedder`)."""
-
-    @property
-    def dim(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -196,14 +187,25 @@ class SearchService:
         if not req.text.strip():
             raise QueryError("text", "text is blank")
         if req.mode is SearchMode.CAPTION:
-            if self.text_embedder is None:
-                raise QueryError("mode", "caption search is not configured on this server", status=501)
-            try:
-                vector = self.text_embedder.embed([req.text])[0]
-            except ModelLoadError as exc:
-                raise QueryError("mode", f"caption search is unavailable: {exc}", status=503) from None
-            return Query(vector, field=VectorField.CAPTION)
+            return Query(self.caption_vector(req.text), field=VectorField.CAPTION)
         return Query(self.encoder.encode_text(req.text), text=req.text)
+
+    def caption_vector(self, text: str) -> np.ndarray:
+        if self.text_embedder is None:
+            raise QueryError("mode", "caption search is not configured on this server", status=501)
+        try:
+            return self.text_embedder.embed([text])[0]
+        except ImportError as exc:
+            # The embedder runs in-process; slim deployments (the query Lambda) leave its libraries out.
+            missing = f"{exc.name!r} is" if exc.name else "they are"
+            raise QueryError(
+                "mode",
+                "caption search is not available on this server: the caption text embedder needs "
+                f"torch and transformers, and {missing} not installed",
+                status=501,
+            ) from None
+        except ModelLoadError as exc:
+            raise QueryError("mode", f"caption search is unavailable: {exc}", status=503) from None
 
     def weights(self, req: SearchRequest) -> HybridWeights:
         if req.weights is None:
