@@ -2,18 +2,24 @@
 
 LanceDB runs always; OpenSearch runs against a real cluster when OPENSEARCH_URL is set (for example
 the docker compose stack: OPENSEARCH_URL=http://localhost:9200 pytest tests/test_index_contract.py).
+The round-trip tests also run OpenSearch against an in-memory cluster behind the real client
+(tests/fake_opensearch.py), so every field is proven to survive both backends on every run.
 """
 
 from __future__ import annotations
 
 import os
+import types
 import uuid
 from collections.abc import Iterator
+from enum import Enum
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import numpy as np
 import pytest
+from pydantic.fields import FieldInfo
 
-from mediasearch.core.records import DocKind, IndexDocument
+from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 from mediasearch.index.base import IndexError_, IndexFilter, IndexSpec, VectorField, VectorIndex
 
 DIM = 8
@@ -204,3 +210,138 @@ def test_hybrid_fuses_keyword_and_vector_scores(filled: VectorIndex) -> None:
     # Filters hold for both parts: no scene sneaks in through its tags.
     scenes = filled.hybrid("dog park", unit(10), 10, IndexFilter(kinds=(DocKind.SCENE,), video_id="v2"))
     assert {h.document.id for h in scenes} <= {"d20", "d21"}
+
+
+# ---------------------------------------------------------------- vectors in reads
+
+
+def test_hits_and_plain_reads_carry_no_vectors(filled: VectorIndex) -> None:
+    images = IndexFilter(kinds=(DocKind.IMAGE,))
+    hits = [*filled.knn(unit(0), 3, images), *filled.hybrid("red circle", unit(0), 3, images)]
+    hits += filled.knn(unit(100, CAP_DIM), 2, field=VectorField.CAPTION)
+    plain = [*filled.get_many(["d0", "d11"]), filled.get("d1")]
+    assert hits and len(plain) == 3
+    for document in [h.document for h in hits] + plain:
+        assert type(document) is DocumentFields  # not an IndexDocument with its vectors blanked
+    whole = filled.get_many_with_vectors(["d0", "d11"])
+    assert [type(d) for d in whole] == [IndexDocument, IndexDocument]
+    np.testing.assert_array_equal(whole[0].clip_vector, unit(0))
+    np.testing.assert_array_equal(whole[0].caption_vector, unit(100, CAP_DIM))
+    assert whole[1].caption_vector is None
+
+
+# ---------------------------------------------------------------- every field round-trips
+
+
+def _value(name: str, info: FieldInfo, spec: IndexSpec, seed: int) -> Any:
+    """A value for a field, from its annotation alone, unlike the field's default."""
+    annotation = info.annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+
+    def one(kind: Any, n: int) -> Any:
+        if kind is np.ndarray:
+            return unit(seed * 100 + n, spec.dim(VectorField(name)))
+        if isinstance(kind, type) and issubclass(kind, Enum):
+            return list(kind)[(seed + n) % len(kind)]
+        if kind is str:
+            return f"{name} {seed}-{n} 'quoted' é"  # quotes and non-ASCII reach every backend intact
+        if kind is bool:
+            return info.default is not True
+        if kind is int:
+            return 100_000 * (seed + 1) + 7 * n + 1
+        if kind is float:
+            return 1000.25 * (seed + 1) + n + 0.125  # exact in binary, so equality is fair
+        raise TypeError(f"teach this test a value for field {name!r} of type {kind!r}")
+
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        return [one(item, 0), one(item, 1)]
+    return one(annotation, 0)
+
+
+def every_field_set(spec: IndexSpec, seed: int) -> IndexDocument:
+    """An IndexDocument with every field set, none to its default: written from model_fields, so a
+    field added to the record is covered without touching this test."""
+    fields = IndexDocument.model_fields
+    doc = IndexDocument(**{name: _value(name, info, spec, seed) for name, info in fields.items()})
+    for name, info in fields.items():
+        value = getattr(doc, name)
+        assert value is not None, name
+        if not info.is_required():
+            default = info.get_default(call_default_factory=True)
+            assert not isinstance(value, type(default)) or value != default, name
+    return doc
+
+
+def required_only(spec: IndexSpec, seed: int) -> IndexDocument:
+    """An IndexDocument with only what it cannot do without: every other field reads back as its default."""
+    fields = IndexDocument.model_fields
+    return IndexDocument(
+        **{name: _value(name, info, spec, seed) for name, info in fields.items() if info.is_required()}
+    )
+
+
+def _shown(doc: IndexDocument) -> dict[str, Any]:
+    """What a read without vectors must give back for `doc`."""
+    return DocumentFields.model_validate(doc.model_dump(include=set(DocumentFields.model_fields))).model_dump(
+        mode="json"
+    )
+
+
+@pytest.fixture(params=["lancedb", "opensearch-in-memory", "opensearch"])
+def empty(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
+    collection = f"roundtrip-{uuid.uuid4().hex[:10]}"
+    idx: VectorIndex
+    if request.param == "lancedb":
+        from mediasearch.index.lancedb import LanceDBIndex
+
+        idx = LanceDBIndex(str(tmp_path / "lancedb"), collection)
+    elif request.param == "opensearch-in-memory":
+        from mediasearch.index.opensearch import OpenSearchIndex
+        from tests.fake_opensearch import MemoryCluster, client_for
+
+        idx = OpenSearchIndex(client_for(MemoryCluster()), collection)
+    else:
+        url = os.environ.get("OPENSEARCH_URL")
+        if not url:
+            pytest.skip("OPENSEARCH_URL is not set: no OpenSearch cluster to test against")
+        from mediasearch.backends import opensearch_index
+        from mediasearch.core.settings import Settings
+
+        idx = opensearch_index(Settings(opensearch_url=url, collection=collection))
+    yield idx
+    if request.param == "opensearch":
+        idx.client.indices.delete(index=collection, ignore_unavailable=True)  # type: ignore[attr-defined]
+    idx.close()
+
+
+def test_every_field_round_trips(empty: VectorIndex) -> None:
+    spec = IndexSpec(clip_dim=DIM, caption_dim=CAP_DIM)
+    empty.create(spec)
+    full, bare = every_field_set(spec, seed=1), required_only(spec, seed=2)
+    assert full.id != bare.id
+    assert empty.upsert([full, bare]) == 2
+
+    # Whole documents: every field as written, vectors included, None and defaults as they were.
+    whole = empty.get_many_with_vectors([full.id, "missing", bare.id])
+    assert [d.model_dump(mode="json") for d in whole] == [
+        full.model_dump(mode="json"),
+        bare.model_dump(mode="json"),
+    ]
+    assert whole[0].clip_vector.dtype == np.float32
+
+    # Plain reads and hits: the same fields, without the vectors.
+    assert [d.model_dump(mode="json") for d in empty.get_many([bare.id, full.id])] == [
+        _shown(bare),
+        _shown(full),
+    ]
+    for field in VectorField:
+        vector = getattr(full, field.value)
+        hits = empty.knn(vector, 2, field=field)
+        assert hits[0].document.model_dump(mode="json") == _shown(full), field
+        assert type(hits[0].document) is DocumentFields
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert empty.fingerprints([full.id, bare.id]) == {full.id: full.fingerprint, bare.id: None}

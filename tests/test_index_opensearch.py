@@ -3,27 +3,22 @@
 The expected bodies are written out literally from the OpenSearch docs (knn_vector mapping, faiss
 methods, efficient k-NN filtering, bulk NDJSON) rather than rebuilt from the code under test. The
 client tests run a real `OpenSearch` client whose connection class records each HTTP request and
-answers with responses shaped like a 2.x cluster's, so opensearch-py's own serialisation, bulk
-chunking and error mapping are exercised.
+answers with responses shaped like a 2.x cluster's (tests/fake_opensearch.py), so opensearch-py's own
+serialisation, bulk chunking and error mapping are exercised.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import copy
 import os
-import threading
 import uuid
-from collections import defaultdict, deque
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
-from opensearchpy.connection import Connection
+from opensearchpy import RequestsAWSV4SignerAuth, RequestsHttpConnection
 
 from mediasearch import backends
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
@@ -37,6 +32,7 @@ from mediasearch.index.opensearch import (
     index_body,
     knn_query,
 )
+from tests.fake_opensearch import SHARDS, FakeCluster, client_for, error
 
 SPEC = IndexSpec(clip_dim=4, caption_dim=3)
 
@@ -171,8 +167,6 @@ EXPECTED_BULK_LINES: list[dict[str, Any]] = [
     },
 ]
 
-SHARDS = {"total": 1, "successful": 1, "skipped": 0, "failed": 0}
-
 
 # ---------------------------------------------------------------- request bodies
 
@@ -300,83 +294,7 @@ def test_cosine_from_score_clamps_rounding_and_rejects_nonsense() -> None:
         cosine_from_score(0.0)
 
 
-# ---------------------------------------------------------------- a recording fake cluster
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    params: dict[str, str]
-    body: Any  # parsed JSON; a list of parsed lines for NDJSON; None when there was no body
-
-
-class FakeCluster:
-    """Records requests and answers each from a queue of canned responses per (method, path)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self._canned: dict[tuple[str, str], deque[tuple[int, Any]]] = defaultdict(deque)
-        self._lock = threading.Lock()  # parallel_bulk sends from worker threads
-
-    def respond(self, method: str, path: str, body: Any = None, status: int = 200) -> None:
-        self._canned[(method, path)].append((status, body))
-
-    def handle(self, request: Request) -> tuple[int, Any]:
-        with self._lock:
-            self.requests.append(request)
-            queue = self._canned[(request.method, request.path)]
-            if queue:
-                return queue.popleft()
-        if request.path.endswith("/_refresh"):
-            return 200, {"_shards": SHARDS}
-        raise AssertionError(f"unexpected request {request.method} {request.path}")
-
-    def calls(self) -> list[tuple[str, str]]:
-        return [(r.method, r.path) for r in self.requests]
-
-    def only(self, method: str, path: str) -> Request:
-        matching = [r for r in self.requests if (r.method, r.path) == (method, path)]
-        assert len(matching) == 1, self.calls()
-        return matching[0]
-
-
-class RecordingConnection(Connection):
-    """An opensearch-py connection that talks to a FakeCluster instead of the network."""
-
-    def __init__(self, *, cluster: FakeCluster, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.cluster = cluster
-
-    def perform_request(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None = None,
-        body: bytes | None = None,
-        timeout: float | None = None,
-        ignore: Collection[int] = (),
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], str]:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        if not text:
-            parsed: Any = None
-        elif url.endswith("/_bulk"):
-            parsed = [json.loads(line) for line in text.splitlines() if line]
-        else:
-            parsed = json.loads(text)
-        status, payload = self.cluster.handle(
-            Request(
-                method,
-                url,
-                {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (params or {}).items()},
-                parsed,
-            )
-        )
-        raw = "" if payload is None else json.dumps(payload)
-        if not 200 <= status < 300 and status not in ignore:
-            self._raise_error(status, raw, "application/json")
-        return status, {"content-type": "application/json; charset=UTF-8"}, raw
+# ---------------------------------------------------------------- through a recording fake cluster
 
 
 @pytest.fixture
@@ -386,17 +304,7 @@ def cluster() -> FakeCluster:
 
 @pytest.fixture
 def index(cluster: FakeCluster) -> OpenSearchIndex:
-    client = OpenSearch(
-        hosts=["http://fake-cluster:9200"], connection_class=RecordingConnection, cluster=cluster
-    )
-    return OpenSearchIndex(client, "media")
-
-
-def _error(kind: str, reason: str, status: int) -> dict[str, Any]:
-    return {
-        "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
-        "status": status,
-    }
+    return OpenSearchIndex(client_for(cluster), "media")
 
 
 def _bulk_item(op: str, id: str, status: int, result: str) -> dict[str, Any]:
@@ -448,6 +356,18 @@ def test_create_refuses_an_existing_index_with_other_dimensions(
         index.create(SPEC)
 
 
+def test_create_refuses_an_existing_index_without_a_document_field(
+    cluster: FakeCluster, index: OpenSearchIndex
+) -> None:
+    # An index made before `strip` existed: its strict mapping would refuse every video document.
+    mappings = copy.deepcopy(EXPECTED_INDEX_BODY["mappings"])
+    del mappings["properties"]["strip"]
+    cluster.respond("HEAD", "/media")
+    cluster.respond("GET", "/media/_mapping", {"media": {"mappings": mappings}})
+    with pytest.raises(IndexError_, match="already exists without strip in its mapping"):
+        index.create(SPEC)
+
+
 def test_create_tolerates_losing_the_race_to_another_creator(
     cluster: FakeCluster, index: OpenSearchIndex
 ) -> None:
@@ -455,7 +375,7 @@ def test_create_tolerates_losing_the_race_to_another_creator(
     cluster.respond(
         "PUT",
         "/media",
-        _error("resource_already_exists_exception", "index [media/x1] already exists", 400),
+        error("resource_already_exists_exception", "index [media/x1] already exists", 400),
         400,
     )
     cluster.respond("GET", "/media/_mapping", {"media": {"mappings": EXPECTED_INDEX_BODY["mappings"]}})
@@ -737,7 +657,7 @@ def test_cluster_errors_become_index_errors(cluster: FakeCluster, index: OpenSea
     cluster.respond(
         "POST",
         "/media/_search",
-        _error(
+        error(
             "search_phase_execution_exception",
             "query vector has invalid dimension: 3. Dimension should be: 4",
             400,
@@ -753,7 +673,7 @@ def test_cluster_errors_become_index_errors(cluster: FakeCluster, index: OpenSea
 def test_reads_of_a_collection_never_created_find_nothing(
     cluster: FakeCluster, index: OpenSearchIndex
 ) -> None:
-    missing = _error("index_not_found_exception", "no such index [media]", 404)
+    missing = error("index_not_found_exception", "no such index [media]", 404)
     for path in (
         "/media/_search",
         "/media/_count",
