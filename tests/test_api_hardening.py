@@ -254,7 +254,7 @@ def test_api_key_is_compared_in_constant_time(env, monkeypatch: pytest.MonkeyPat
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("mediasearch.query.api.hmac.compare_digest", spy)
+    monkeypatch.setattr("mediasearch.query.api.security.hmac.compare_digest", spy)
     client = client_for(env, api_key="s3cret")
     assert client.post("/search", json={"text": "a"}, headers={"x-api-key": "s3cre"}).status_code == 401
     assert client.post("/search", json={"text": "a"}, headers={"x-api-key": "s3cret"}).status_code == 200

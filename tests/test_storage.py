@@ -131,3 +131,18 @@ def test_a_bucket_has_presigned_urls_and_no_local_files(s3_bucket: str) -> None:
     url = store.presigned_url("a/b.png", 60)
     assert url is not None and f"{s3_bucket}/root/a/b.png" in url and "Signature" in url
     assert store.display_root == f"s3://{s3_bucket}/root"
+
+
+def test_no_module_asks_which_kind_of_store_it_holds() -> None:
+    """What differs between stores is asked of the store (above), never by checking its class."""
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "mediasearch"
+    checks = re.compile(r"isinstance\([^)]*Store\b")
+    offenders = [
+        f"{path.relative_to(package)}:{n}"
+        for path in sorted(package.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if checks.search(line)
+    ]
+    assert offenders == []

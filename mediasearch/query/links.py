@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from mediasearch.core.storage import S3Store, StoreError, open_uri
+from mediasearch.core.storage import StoreError, open_uri
 
 
 class MediaLinks:
@@ -13,15 +13,17 @@ class MediaLinks:
         self.presign_expiry_s = presign_expiry_s
 
     def url(self, doc_id: str, uri: str | None, part: str = "media") -> str | None:
-        """`part` is "media" or "thumbnail"; local files go through `GET /media/{id}`."""
+        """`part` is "media", "thumbnail" or "strip"; objects without a direct URL go through `GET /media/{id}`."""
         if not uri:
             return None
-        if uri.startswith("s3://"):
+        # A local file never has a direct URL: skipping its store saves resolving a path per link.
+        if not uri.startswith("file://"):
             try:
                 store, key = open_uri(uri)
+                direct = store.presigned_url(key, self.presign_expiry_s)
             except StoreError:
                 return None
-            assert isinstance(store, S3Store)
-            return store.presigned_url(key, self.presign_expiry_s)
+            if direct is not None:
+                return direct
         suffix = "" if part == "media" else f"/{part}"
         return f"{self.base_url}/media/{quote(doc_id)}{suffix}"

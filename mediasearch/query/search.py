@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from mediasearch import __version__
 from mediasearch.core.errors import ModelLoadError
 from mediasearch.core.images import ImageDecodeError
 from mediasearch.core.records import (
     Aggregation,
     DocKind,
     DocumentFields,
+    ItemResponse,
     MediaView,
     ResultKind,
     SceneHit,
@@ -34,19 +38,64 @@ from mediasearch.core.records import (
     SearchResponse,
     SearchResult,
 )
-from mediasearch.core.storage import ObjectStore, StoreError
+from mediasearch.core.storage import ObjectStore, StoreError, open_uri
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
 from mediasearch.query.encoder import QueryEncoder, TextVectoriser
 from mediasearch.query.links import MediaLinks
 
+log = logging.getLogger(__name__)
+
 
 class QueryError(ValueError):
-    """The caller's query cannot be answered as asked; `field` names the part at fault."""
+    """The caller's query cannot be answered as asked; `field` names the part at fault.
 
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
+    `detail` is what the caller is shown besides the message: the field, and anything else given
+    (e.g. the limit an image broke).
+    """
+
+    def __init__(self, field: str, message: str, status: int = 400, **detail: object) -> None:
         super().__init__(message)
         self.field = field
         self.status = status
+        self.detail: dict[str, object] = {"field": field, **detail}
+
+
+class NotFound(LookupError):
+    """Nothing indexed answers to an id, or the item has no such media; `detail` is safe to show."""
+
+    def __init__(self, message: str, detail: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+MediaPart = Literal["media", "thumbnail", "strip"]
+
+# Content types by extension for served media; anything else goes out as opaque bytes.
+MEDIA_TYPES = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+}
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """One media object of an item, as the API sends it: exactly one of `path` and `data` is set.
+
+    `path` where the store has the file on this machine (a web server can then answer Range
+    requests, so a player seeks to a scene without fetching the whole video), else the bytes.
+    """
+
+    media_type: str
+    path: Path | None = None
+    data: bytes | None = None
 
 
 # name -> function of a video's scene scores (best first). Add a line here to add an aggregation.
@@ -137,7 +186,68 @@ class SearchService:
         """Load the query model now rather than inside the first request's latency."""
         self.encoder.warm_up()
 
+    def health(self) -> dict[str, object]:
+        """Liveness, with the document count: answering it proves the index is reachable."""
+        return {"status": "ok", "version": __version__, "documents": self.index.count()}
+
+    # -- items and their media --------------------------------------------------------------------
+
+    def document(self, item_id: str) -> DocumentFields:
+        doc = self.index.get(item_id)
+        if doc is None:
+            raise NotFound(f"no item with id {item_id!r}")
+        return doc
+
+    def item(self, item_id: str) -> ItemResponse:
+        """A document as the caller sees it: without its vectors, with URLs for its media."""
+        doc = self.document(item_id)
+        return ItemResponse(
+            **self.media_fields(doc), kind=doc.kind, scene=doc.scene, t_start=doc.t_start, t_end=doc.t_end
+        )
+
+    def media(self, item_id: str, part: MediaPart) -> MediaFile:
+        """An item's file, thumbnail or strip; raises `NotFound` naming the item, never the object."""
+        # Only objects that indexed documents point at are served: no path comes from the caller.
+        doc = self.document(item_id)
+        uri = {"media": doc.uri, "thumbnail": doc.thumbnail or doc.uri, "strip": doc.strip}[part]
+        if uri is None:
+            raise NotFound(f"item {item_id!r} has no {part}")
+        # Paths and bucket layout stay in the log; the caller learns only which item and part.
+        missing = NotFound("media not found", {"id": item_id, "part": part})
+        try:
+            store, key = open_uri(uri)
+            media_type = MEDIA_TYPES.get(key.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+            path = store.local_path(key)
+            if path is None:
+                return MediaFile(media_type, data=store.get(key))
+            if not path.is_file():
+                log.warning("media of %s is missing: %s", item_id, uri)
+                raise missing
+            return MediaFile(media_type, path=path)
+        except StoreError as exc:
+            log.warning("media of %s cannot be read: %s", item_id, exc)
+            raise missing from None
+
     # -- query vectors ----------------------------------------------------------------------------
+
+    def check_image_size(self, req: SearchRequest, limit_bytes: int) -> None:
+        """Refuse (413) a query image over `limit_bytes` before anything reads or decodes it.
+
+        The request-size limit bounds the JSON; this bounds what the image decoder is handed.
+        """
+        if req.image is not None:
+            decoded = len(req.image) * 3 // 4 - req.image[-2:].count("=")
+            if decoded > limit_bytes:
+                raise QueryError("image", "image too large", status=413, limit_bytes=limit_bytes)
+        elif req.image_uri is not None and self.store is not None:
+            key = self.store.key_of(req.image_uri)
+            try:
+                info = self.store.stat(key) if key is not None else None
+            except StoreError:
+                return  # reading it fails the same way, and `read_store_image` explains that
+            # A miss is `read_store_image`'s to explain, with the store's own message.
+            if info is not None and info.size > limit_bytes:
+                raise QueryError("image_uri", "image too large", status=413, limit_bytes=limit_bytes)
 
     def query_vector(self, req: SearchRequest) -> tuple[np.ndarray, str | None]:
         """The vector to search with, and the id of a video to leave out of its own neighbours."""

@@ -1,0 +1,5 @@
+"""One router per concern; `create_app` includes them in this order (which is the order of /docs)."""
+
+from mediasearch.query.api.routes import items, ops, page, search
+
+ROUTERS = (ops.router, search.router, items.router, page.router)
