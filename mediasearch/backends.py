@@ -1,9 +1,15 @@
-"""The one place where configuration picks implementations: store, index, model, encoder."""
+"""The one place where configuration picks implementations: store, index, models, encoder, handlers, pipeline.
+
+With `mediasearch.core.settings`, the only reader of the environment: commands, jobs and the SageMaker
+handler scripts get what they run from here, so a MEDIASEARCH_* variable means the same everywhere.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mediasearch.core.layout import WorkLayout
 from mediasearch.core.settings import EncoderBackend, IndexBackend, Settings
 from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
@@ -17,6 +23,9 @@ if TYPE_CHECKING:
     # OpenSearch (the query Lambda) loads neither torch nor transformers.
     from mediasearch.index.opensearch import OpenSearchIndex
     from mediasearch.indexing.handler import ClipHandler
+    from mediasearch.indexing.loader import Loader
+    from mediasearch.indexing.pipeline import Pipeline
+    from mediasearch.indexing.transform import TransformRunner
     from mediasearch.indexing.video import VideoOptions
     from mediasearch.models.captioner import CaptionModel
     from mediasearch.models.clip import ClipModel
@@ -133,3 +142,92 @@ def encoder(settings: Settings) -> QueryEncoder:
             raise ValueError("MEDIASEARCH_ENCODER_BACKEND=sagemaker needs MEDIASEARCH_SAGEMAKER_ENDPOINT")
         return SageMakerEncoder(settings.sagemaker_endpoint, max_pixels=settings.max_image_pixels)
     return LocalEncoder(clip_model(settings), max_pixels=settings.max_image_pixels)
+
+
+# -- the index-time side: handlers for SageMaker, the loader, the pipeline -----------------------------
+
+
+def caption_handler(settings: Settings) -> ClipHandler:
+    """The captions-only handler (`model_handlers/captioning`): the captioner and no CLIP model."""
+    from mediasearch.indexing.handler import ClipHandler
+
+    return ClipHandler(
+        None,
+        decode_workers=settings.decode_workers,
+        max_pixels=settings.max_image_pixels,
+        captioner=captioner(settings),
+    )
+
+
+def sagemaker_clip_handler(model_dir: str) -> ClipHandler:
+    """`model_fn` of `model_handlers/clip`: the weights are the unpacked archive, everything else comes
+    from the SageMaker model's environment, read when the container loads the model.
+
+    Captions have their own model and endpoint (`model_handlers/captioning`), whatever
+    MEDIASEARCH_CAPTIONS says.
+    """
+    return clip_handler(Settings(clip_model=model_dir), captions=False)
+
+
+def sagemaker_caption_handler(model_dir: str) -> ClipHandler:
+    """`model_fn` of `model_handlers/captioning`, read like `sagemaker_clip_handler`."""
+    return caption_handler(Settings(caption_model=model_dir))
+
+
+def work_layout(settings: Settings) -> WorkLayout:
+    """The work area of a source named on the command line (the source is the store's root)."""
+    return WorkLayout.for_source("", settings.work_prefix)
+
+
+def transform_runner(
+    settings: Settings, source: ObjectStore, captions: bool | None = None, batch_size: int | None = None
+) -> TransformRunner:
+    """The in-process batch transform over `source`'s work area (`captions`, `batch_size`: overrides)."""
+    from mediasearch.indexing.transform import TransformRunner
+
+    return TransformRunner(
+        source,
+        clip_handler(settings, captions=captions),
+        work_layout(settings),
+        batch_size=batch_size or settings.batch_size,
+    )
+
+
+def loader(settings: Settings, source: ObjectStore, target: VectorIndex | None = None) -> Loader:
+    """The loader into `target` (default: the configured index), the same wherever it runs: caption
+    vectors from the configured text embedder, video tags by the configured tag options."""
+    from mediasearch.indexing.loader import Loader
+
+    return Loader(
+        source,
+        target if target is not None else index(settings),
+        work_layout(settings),
+        text_embedder=text_embedder(settings),
+        tags=tag_options(settings),
+    )
+
+
+def pipeline(
+    settings: Settings,
+    source: ObjectStore,
+    target: VectorIndex | None = None,
+    *,
+    indexed: bool = True,
+    notify: Callable[[str], None] | None = None,
+) -> Pipeline:
+    """The pipeline over `source`, with the configured manifest size and video options, planned against
+    and loading into `target` (default: the configured index). `indexed=False`: no index at all, for
+    the steps that need none (preprocess, transform)."""
+    from mediasearch.indexing.pipeline import Pipeline
+
+    load_into = loader(settings, source, target) if indexed else None
+    return Pipeline(
+        source,
+        work_layout(settings),
+        load_into.index if load_into is not None else None,
+        load_into,
+        manifest_lines=settings.manifest_lines,
+        video_options=video_options(settings),
+        video_workers=settings.video_workers,
+        notify=notify,
+    )

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mediasearch import backends
-from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import (
     Aggregation,
     ResultKind,
     SearchMode,
     SearchRequest,
     SearchResponse,
-    TransformResult,
 )
 from mediasearch.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mediasearch.indexing.pipeline import Summary
 
 app = typer.Typer(
     help="Semantic search over images and videos. Settings come from MEDIASEARCH_* environment variables.",
@@ -30,21 +30,23 @@ app = typer.Typer(
 
 
 def _settings() -> Settings:
-    logging.basicConfig(
-        level=os.environ.get("MEDIASEARCH_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
-    return get_settings()
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level or "WARNING", format="%(levelname)s %(name)s: %(message)s")
+    return settings
 
 
-def _fail_summary(failures: list[TransformResult], total: int, what: str = "items") -> None:
-    """Print what failed and exit non-zero, so scripts and CI notice."""
-    if not failures:
+def echo_summary(summary: Summary) -> None:
+    """Print a pipeline run's summary; when anything failed, list it and exit 1 so scripts and CI notice.
+
+    The `aws` commands print theirs with this too.
+    """
+    typer.echo(summary.line)
+    lines = summary.failure_lines()
+    if not lines:
         return
-    typer.secho(f"{len(failures)} of {total} {what} failed:", fg="red", err=True)
-    for f in failures[:20]:
-        typer.echo(f"  {f.uri}: {f.error}", err=True)
-    if len(failures) > 20:
-        typer.echo(f"  ... and {len(failures) - 20} more", err=True)
+    typer.secho(lines[0], fg="red", err=True)
+    for line in lines[1:]:
+        typer.echo(line, err=True)
     raise typer.Exit(1)
 
 
@@ -84,29 +86,13 @@ def ingest(
 ) -> None:
     """Scan SOURCE, preprocess videos, embed (and caption) new or changed media, load them into the index."""
     from mediasearch.core.storage import open_store
-    from mediasearch.indexing.pipeline import ingest as run_ingest
+    from mediasearch.indexing.pipeline import summarize
 
     settings = _settings()
     store = open_store(source)
-    index = backends.index(settings)
-    report = run_ingest(
-        store,
-        index,
-        backends.clip_handler(settings, captions=captions),
-        layout=WorkLayout.for_source("", settings.work_prefix),
-        batch_size=batch_size or settings.batch_size,
-        manifest_lines=settings.manifest_lines,
-        video_options=backends.video_options(settings),
-        video_workers=settings.video_workers,
-        text_embedder=backends.text_embedder(settings),
-        tags=backends.tag_options(settings),
-    )
-    typer.echo(
-        f"scanned {report.scanned}, unchanged {report.unchanged}, embedded {report.transform.records}, "
-        f"indexed {report.load.indexed} ({report.load.videos} videos), failed {len(report.failures)}; "
-        f"index holds {index.count()} documents"
-    )
-    _fail_summary(report.failures, report.scanned)
+    pipeline = backends.pipeline(settings, store)
+    pipeline.ingest(backends.transform_runner(settings, store, captions=captions, batch_size=batch_size))
+    echo_summary(summarize(pipeline.report))
 
 
 @app.command()
@@ -116,30 +102,12 @@ def preprocess(
 ) -> None:
     """Cut videos into scenes, sample frames, write thumbnails, strips and frame manifests (resumable)."""
     from mediasearch.core.storage import open_store
-    from mediasearch.indexing.preprocess import PreprocessJob
+    from mediasearch.indexing.pipeline import summarize
 
     settings = _settings()
-    job = PreprocessJob(
-        open_store(source),
-        layout=WorkLayout.for_source("", settings.work_prefix),
-        options=backends.video_options(settings),
-        workers=settings.video_workers,
-        manifest_lines=settings.manifest_lines,
-        force=force,
-    )
-    summary = job.run()
-    typer.echo(
-        f"{summary.processed} processed, {summary.skipped} unchanged, {summary.failed} failed; "
-        f"{summary.seconds_of_video:.1f} s of video at {summary.realtime_factor:.1f}x realtime; "
-        f"{len(summary.manifests)} frame manifest(s)"
-    )
-    if summary.failed:
-        typer.secho(
-            f"{summary.failed} of {summary.processed + summary.failed} videos failed:", fg="red", err=True
-        )
-        for key, message in sorted(summary.errors.items()):
-            typer.echo(f"  {key}: {message}", err=True)
-        raise typer.Exit(1)
+    pipeline = backends.pipeline(settings, open_store(source), indexed=False)
+    pipeline.preprocess(force=force)
+    echo_summary(summarize(pipeline.report))
 
 
 @app.command()
@@ -149,21 +117,13 @@ def transform(
 ) -> None:
     """Run the batch transform locally over the work area's manifests, one output per manifest and model (resumable)."""
     from mediasearch.core.storage import open_store
-    from mediasearch.indexing.transform import TransformRunner
+    from mediasearch.indexing.pipeline import summarize
 
     settings = _settings()
-    runner = TransformRunner(
-        open_store(location),
-        backends.clip_handler(settings, captions=captions),
-        WorkLayout.for_source("", settings.work_prefix),
-        batch_size=settings.batch_size,
-    )
-    report = runner.run()
-    typer.echo(
-        f"{report.manifests} manifest(s) run, {report.skipped_manifests} already done, "
-        f"{report.records} records, {report.failed} failed"
-    )
-    _fail_summary(report.failures, report.records, "records")
+    store = open_store(location)
+    pipeline = backends.pipeline(settings, store, indexed=False)
+    pipeline.transform(backends.transform_runner(settings, store, captions=captions))
+    echo_summary(summarize(pipeline.report))
 
 
 @app.command()
@@ -173,22 +133,12 @@ def load(
 ) -> None:
     """Load the configured model's transform outputs into the index (idempotent; frames become scenes and videos)."""
     from mediasearch.core.storage import open_store
-    from mediasearch.indexing.loader import Loader
+    from mediasearch.indexing.pipeline import summarize
 
     settings = _settings()
-    index = backends.index(settings)
-    loader = Loader(
-        open_store(location),
-        index,
-        WorkLayout.for_source("", settings.work_prefix),
-        text_embedder=backends.text_embedder(settings),
-        tags=backends.tag_options(settings),
-    )
-    report = loader.load(loader.output_keys(backends.clip_handler(settings, captions=captions).output_tag))
-    typer.echo(
-        f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
-    )
-    _fail_summary(report.failures, report.indexed + report.failed, "records")
+    pipeline = backends.pipeline(settings, open_store(location))
+    pipeline.load(tag=backends.clip_handler(settings, captions=captions).output_tag)
+    echo_summary(summarize(pipeline.report))
 
 
 @app.command()
@@ -301,8 +251,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 
     # JSON lines, one per request from the API's own middleware; uvicorn's text access log would
     # only repeat it without the request id, and log_config=None keeps uvicorn from replacing ours.
-    configure_logging()
-    _settings()
+    configure_logging(get_settings().log_level or "INFO")
     uvicorn.run(
         "mediasearch.query.api:create_app",
         factory=True,

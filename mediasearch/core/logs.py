@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from mediasearch.core.settings import get_settings
 
 # Attributes every LogRecord has; whatever else a record carries came from `extra=` and is logged.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -46,9 +47,10 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str | int | None = None, stream: IO[str] | None = None) -> logging.Handler:
     """Send the root logger's records to `stream` (stderr) as JSON lines; safe to call more than once.
 
-    `level` defaults to MEDIASEARCH_LOG_LEVEL or INFO (so the per-request lines are on).
+    `level` defaults to the settings' log level (MEDIASEARCH_LOG_LEVEL), else INFO so the per-request
+    lines are on.
     """
-    level = level or os.environ.get("MEDIASEARCH_LOG_LEVEL", "INFO")
+    level = level or get_settings().log_level or "INFO"
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     encoder_backend: EncoderBackend = EncoderBackend.LOCAL
     sagemaker_endpoint: str | None = None
 
+    log_level: str | None = Field(
+        None, description="root log level; unset: WARNING for commands, INFO for the API (its request lines)"
+    )
     api_key: SecretStr | None = Field(None, description="when set, requests need the header x-api-key")
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     cors_origins: list[str] = Field(default_factory=list)
