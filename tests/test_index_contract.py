@@ -314,7 +314,10 @@ def empty(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
         idx = opensearch_index(Settings(opensearch_url=url, collection=collection))
     yield idx
     if request.param == "opensearch":
-        idx.client.indices.delete(index=collection, ignore_unavailable=True)  # type: ignore[attr-defined]
+        from mediasearch.index.opensearch import OpenSearchIndex
+
+        assert isinstance(idx, OpenSearchIndex)
+        idx.client.indices.delete(index=collection, ignore_unavailable=True)
     idx.close()
 
 

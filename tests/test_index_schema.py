@@ -6,6 +6,8 @@ round trip through both backends is in test_index_contract.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Annotated, Any
@@ -79,7 +81,7 @@ class Mood(StrEnum):
 
 
 # One new field of every kind the schema knows, added the way a developer would add it to the record.
-Extended: type[BaseModel] = create_model(  # type: ignore[call-overload]
+Extended: type[BaseModel] = create_model(
     "Extended",
     __base__=IndexDocument,
     rating=(int | None, None),
@@ -171,3 +173,16 @@ def test_lancedb_refuses_a_collection_made_before_a_field_existed(tmp_path) -> N
     doc = IndexDocument(id="a", kind="video", uri="u", strip="s3://b/strip.jpg", clip_vector=[1.0] * 8)
     with pytest.raises(IndexError_, match="has no column for strip"):
         index.upsert([doc])
+
+
+def test_the_opensearch_backend_derives_its_mapping_without_pyarrow() -> None:
+    # The query Lambda installs opensearch-py but neither pyarrow nor lancedb.
+    code = (
+        "import sys\n"
+        "from mediasearch.index.base import IndexSpec\n"
+        "from mediasearch.index.opensearch import index_body\n"
+        "assert index_body(IndexSpec(clip_dim=4))['mappings']['properties']\n"
+        "print(sorted(m for m in ('pyarrow', 'lancedb') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -97,9 +97,10 @@ def _vector_column(field: FieldSchema, docs: Sequence[IndexDocument], dim: int) 
             raise IndexError_(
                 f"{field.name} of {doc.id} is {vector.shape[0]}-d, the collection expects {dim}-d"
             )
-    if all(v is not None for v in vectors):
+    present = [v for v in vectors if v is not None]
+    if len(present) == len(vectors):
         # One contiguous buffer: much cheaper than a list of lists for a bulk load.
-        flat = np.stack(vectors).astype(np.float32, copy=False).ravel()  # type: ignore[arg-type]
+        flat = np.stack(present).astype(np.float32, copy=False).ravel()
         return pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
     return pa.array([None if v is None else v.tolist() for v in vectors], type=pa.list_(pa.float32(), dim))
 
