@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,7 +33,7 @@ def env(tmp_path_factory, clip_model):
     return store, service
 
 
-def client_for(env, **settings: object) -> TestClient:
+def client_for(env, **settings: Any) -> TestClient:
     store, service = env
     return TestClient(create_app(Settings(store=str(store.root), **settings), service=service))
 

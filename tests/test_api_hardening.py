@@ -11,6 +11,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +43,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, clip_model) -> tuple[LocalStor
     return store, SearchService(index, LocalEncoder(clip_model), store, MediaLinks()), root
 
 
-def client_for(env, service: SearchService | None = None, **settings: object) -> TestClient:
+def client_for(env, service: SearchService | None = None, **settings: Any) -> TestClient:
     store, default_service, _ = env
     app = create_app(Settings(store=str(store.root), **settings), service=service or default_service)
     return TestClient(app, raise_server_exceptions=False)
@@ -270,7 +271,7 @@ def test_api_key_guards_media_and_odd_keys_are_a_401(env) -> None:
     assert client.get(f"/media/{item}", headers={"x-api-key": "s3cret"}).status_code == 200
     # Not ASCII, very long: still just a wrong key.
     for key in ("s3cr\u00e9t", "k" * 10_000):
-        r = client.post("/search", json={"text": "a"}, headers={"x-api-key": key.encode()})
+        r = client.post("/search", json={"text": "a"}, headers={b"x-api-key": key.encode()})
         assert_json_error(r, 401)
 
 
@@ -397,7 +398,7 @@ def test_one_json_log_line_per_request(client: TestClient, access_lines: io.Stri
 
 def test_unsafe_request_ids_are_replaced(client: TestClient, access_lines: io.StringIO) -> None:
     for given in ("x" * 65, "a b", "id\u00e9"):
-        r = client.get("/health", headers={"x-request-id": given.encode()})
+        r = client.get("/health", headers={b"x-request-id": given.encode()})
         assert r.headers["x-request-id"] != given and len(r.headers["x-request-id"]) == 16
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -77,7 +78,7 @@ CONTEXT = SimpleNamespace(
 
 
 @pytest.fixture(scope="module")
-def lambda_module(tmp_path_factory, tiny_clip_dir: Path) -> ModuleType:
+def lambda_module(tmp_path_factory, tiny_clip_dir: Path) -> Iterator[ModuleType]:
     root = tmp_path_factory.mktemp("lambda")
     mp = pytest.MonkeyPatch()
     env = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -104,10 +104,11 @@ class SageMakerEncoder(QueryEncoder):
             import boto3
 
             client = boto3.client("sagemaker-runtime")
-        self.client = client
+        # A boto3 client, or a stand-in in tests; typed loosely so boto3's stubs stay optional.
+        self.client: Any = client
 
     def _invoke(self, body: bytes, content_type: str) -> np.ndarray:
-        response = self.client.invoke_endpoint(  # type: ignore[attr-defined]
+        response = self.client.invoke_endpoint(
             EndpointName=self.endpoint, Body=body, ContentType=content_type, Accept="application/json"
         )
         parsed = EmbeddingResponse.model_validate_json(response["Body"].read())
