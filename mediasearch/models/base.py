@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from mediasearch.core.errors import ModelLoadError
+from mediasearch.core.model_identity import ModelIdentity, identify
 from mediasearch.models.device import Placement, resolve
 
 __all__ = ["LazyModel", "ModelLoadError"]
@@ -28,7 +29,18 @@ class LazyModel(ABC):
         self._device = device
         self._lock = threading.Lock()
         self._model: Any = None
+        self._identity: ModelIdentity | None = None
         self.placement: Placement | None = None
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """What this model is (weights hash or hub id + revision), recorded on everything it embeds.
+
+        Computed after loading when possible, so a hub id resolves to the snapshot actually loaded.
+        """
+        if self._identity is None:
+            self._identity = identify(self.name)
+        return self._identity
 
     @property
     def loaded(self) -> bool:
@@ -53,6 +65,7 @@ class LazyModel(ABC):
             self.placement = resolve(self._device)
             # fp16 on CUDA (see device.resolve); eval() because these models only ever predict.
             self._model = model.to(self.placement.device, dtype=self.placement.dtype).eval()
+            self._identity = None  # a hub download may have just made the revision known
         return self
 
     @abstractmethod
