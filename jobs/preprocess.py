@@ -12,16 +12,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mediasearch import backends
 from mediasearch.core.layout import WorkLayout
 from mediasearch.core.settings import get_settings
 from mediasearch.core.storage import open_store
-from mediasearch.indexing.preprocess import PreprocessJob
+from mediasearch.indexing.pipeline import Pipeline
 from mediasearch.indexing.video import VideoOptions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Every default is the settings' (MEDIASEARCH_*), as for `mediasearch preprocess`; options override.
     settings = get_settings()
-    defaults = VideoOptions()
+    defaults = backends.video_options(settings)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", default=settings.store, help="folder, file:// or s3://bucket/prefix")
     p.add_argument("--prefix", default="", help="only videos under this key prefix")
@@ -39,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--workers",
         type=int,
-        default=settings.decode_workers,
+        default=settings.video_workers,
         help="videos processed at once (2 on 2 cores measured 1.6x faster than 1: bench/bench_preprocess.py)",
     )
     p.add_argument("--force", action="store_true", help="redo videos whose sidecar is current")
@@ -55,19 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame_max_side=args.frame_max_side,
             thumb_width=args.thumb_width,
         )
-        job = PreprocessJob(
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        pipeline = Pipeline(
             open_store(args.store),
+            WorkLayout.for_source("", args.work_prefix),
             prefix=args.prefix,
-            layout=WorkLayout.for_source("", args.work_prefix),
-            options=options,
-            workers=args.workers,
             manifest_lines=settings.manifest_lines,
-            force=args.force,
+            video_options=options,
+            video_workers=args.workers,
             progress=not args.no_progress,
         )
     except ValueError as exc:  # pydantic's ValidationError is one; the message names the field
         p.error(str(exc))
-    summary = job.run()
+    summary = pipeline.preprocess(force=args.force)
     print(summary.model_dump_json(indent=2))
     return 1 if summary.failed else 0
 

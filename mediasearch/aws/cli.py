@@ -1,7 +1,9 @@
 """`mediasearch aws ...`: package the model, deploy the stack, run SageMaker batch transform, load, status.
 
-Where a value lives in the CloudFormation stack (bucket, roles, OpenSearch URL), `--stack NAME` reads
-it from the stack outputs; explicit options win, so every command also works without a stack.
+Where a value lives in the CloudFormation stack (bucket, roles, OpenSearch URL), `--stack NAME` (or
+MEDIASEARCH_STACK) reads it from the stack outputs; explicit options win, so every command also works
+without a stack. `transform` and `load` run `mediasearch.indexing.pipeline`, the same steps as
+`mediasearch ingest` and `mediasearch load`, with SageMaker as the transform step.
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mediasearch.aws import sagemaker as sm
 from mediasearch.core.settings import IndexBackend, Settings, get_settings
+
+if TYPE_CHECKING:
+    from mediasearch.core.storage import S3Store
 
 aws_app = typer.Typer(
     help="Deploy to AWS and run the batch pipeline on SageMaker (see docs/deploy.md).",
@@ -25,8 +30,14 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
 NO_UPDATES = "No updates are to be performed"
 
 StackOpt = Annotated[
-    str | None, typer.Option(envvar="MEDIASEARCH_STACK", help="CloudFormation stack to read outputs from")
+    str | None, typer.Option(help="CloudFormation stack to read outputs from (default: MEDIASEARCH_STACK)")
 ]
+
+# The serverless query endpoint's model encodes one query at a time on a few CPU cores, so it needs
+# neither the transform instance's batch nor its fetch threads; infra/template.yaml's ClipModel sets
+# the same values (a test holds the two together).
+QUERY_ENDPOINT_BATCH_SIZE = 8
+QUERY_ENDPOINT_DECODE_WORKERS = 2
 
 
 def region() -> str:
@@ -42,6 +53,8 @@ def _client(service: str):  # boto3 client; boto3 itself honours AWS_ENDPOINT_UR
 
 
 def stack_outputs(stack: str | None) -> dict[str, str]:
+    """The outputs of `stack`, or of MEDIASEARCH_STACK's when none is given; none without either."""
+    stack = stack or get_settings().stack
     if not stack:
         return {}
     described = _client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
@@ -74,13 +87,17 @@ def _index_settings(settings: Settings, outputs: dict[str, str]) -> Settings:
     )
 
 
-def _s3_source(source: str):  # -> S3Store
-    from mediasearch.core.storage import open_store
+def _s3_source(source: str) -> S3Store:
+    from mediasearch.core.storage import S3Store, open_store
 
     store = open_store(source)
-    if store.scheme != "s3":
+    if not isinstance(store, S3Store):
         raise typer.BadParameter("SageMaker reads from S3: give s3://bucket/prefix", param_hint="SOURCE")
     return store
+
+
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 @aws_app.command()
@@ -137,7 +154,9 @@ def _stack_parameters(
 
 @aws_app.command()
 def deploy(
-    stack: Annotated[str, typer.Option(envvar="MEDIASEARCH_STACK", help="stack name")] = "mediasearch",
+    stack: Annotated[
+        str | None, typer.Option(help="stack name (default: MEDIASEARCH_STACK, else mediasearch)")
+    ] = None,
     template: Annotated[Path, typer.Option(help="CloudFormation template")] = TEMPLATE,
     model_data: Annotated[str | None, typer.Option(help="s3:// URI printed by `aws package`")] = None,
     lambda_image: Annotated[str | None, typer.Option(help="query Lambda image URI (ECR)")] = None,
@@ -155,13 +174,20 @@ def deploy(
     max_concurrency: int = 5,
 ) -> None:
     """Create or update the CloudFormation stack and print its outputs (the search URL among them)."""
+    settings = get_settings()
+    stack = stack or settings.stack or "mediasearch"
     if endpoint_only:
         # The stack is consulted only for what was not given, so this works without one.
         outputs = stack_outputs(stack) if not (model_data and role_arn) else {}
         data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
         role = _need(role_arn, outputs, "SageMakerRoleArn", "--role-arn")
         image = image_uri or sm.pytorch_inference_image(region(), gpu=False)
-        env = sm.model_environment(region(), batch_size=8, decode_workers=2)
+        env = sm.model_environment(
+            region(),
+            batch_size=QUERY_ENDPOINT_BATCH_SIZE,
+            decode_workers=QUERY_ENDPOINT_DECODE_WORKERS,
+            max_image_pixels=settings.max_image_pixels,
+        )
         launcher = sm.SageMakerLauncher(_client("sagemaker"))
         model_name = launcher.ensure_model(sm.model_name_for(data, image, env), data, image, role, env)
         config = launcher.deploy_serverless_endpoint(endpoint_name, model_name, memory_mb, max_concurrency)
@@ -229,7 +255,12 @@ def transform(
     instance_type: str = sm.TransformSettings.instance_type,
     instance_count: Annotated[int, typer.Option(min=1)] = sm.TransformSettings.instance_count,
     max_payload_mb: Annotated[int, typer.Option(min=1, max=100)] = sm.TransformSettings.max_payload_mb,
-    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass on the instance")] = 64,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="images per forward pass on the instance (default: MEDIASEARCH_SAGEMAKER_BATCH_SIZE)"
+        ),
+    ] = None,
     incremental: Annotated[
         bool, typer.Option(help="embed only images the index lacks or that changed (reads the index)")
     ] = True,
@@ -237,72 +268,56 @@ def transform(
     load: Annotated[bool, typer.Option(help="load the outputs into the index when the job completes")] = True,
     poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
 ) -> None:
-    """Write manifests for SOURCE, run a SageMaker batch transform over them, wait, then load."""
+    """Write manifests for SOURCE's new or changed images, run a SageMaker batch transform over the work
+    area's pending manifests (frame manifests of `jobs/preprocess.py` included), wait, then load."""
     from mediasearch import backends
-    from mediasearch.core.layout import WorkLayout, model_tag
-    from mediasearch.indexing.manifests import changed, scan_images, write_manifests
+    from mediasearch.aws.batch import SageMakerModel, SageMakerTransform
+    from mediasearch.cli import echo_summary
+    from mediasearch.indexing.pipeline import Step, summarize
 
-    settings = get_settings()
     outputs = stack_outputs(stack)
-    settings = _index_settings(settings, outputs)
+    settings = _index_settings(get_settings(), outputs)
     store = _s3_source(source)
     data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
     role = _need(role_arn, outputs, "SageMakerRoleArn", "--role-arn")
-    config = sm.TransformSettings(
-        instance_type=instance_type, instance_count=instance_count, max_payload_mb=max_payload_mb
+    model = SageMakerModel(
+        model_data=data,
+        image=image_uri or sm.pytorch_inference_image(region(), gpu=sm.is_gpu_instance(instance_type)),
+        role_arn=role,
+        environment=sm.model_environment(
+            region(),
+            batch_size=batch_size or settings.sagemaker_batch_size,
+            decode_workers=settings.sagemaker_decode_workers,
+            max_image_pixels=settings.max_image_pixels,
+        ),
     )
-    image = image_uri or sm.pytorch_inference_image(region(), gpu=sm.is_gpu_instance(instance_type))
-
-    layout = WorkLayout.for_source("", settings.work_prefix)
-    # The archive's key is named by its digest, so it identifies the model that writes the outputs.
-    tag = model_tag(data)
-    records = scan_images(store, "", layout)
-    index = backends.index(settings) if incremental or load else None
-    pending = (
-        changed(records, index.fingerprints(r.id for r in records)) if incremental and index else records
+    # The index is read to plan (incremental) and written to load; without either it is never opened.
+    pipeline = backends.pipeline(settings, store, indexed=incremental or load, notify=_note)
+    step = SageMakerTransform(
+        store,
+        pipeline.layout,
+        sm.SageMakerLauncher(_client("sagemaker")),
+        model,
+        sm.job_name(f"mediasearch-{settings.collection}"),
+        sm.TransformSettings(
+            instance_type=instance_type, instance_count=instance_count, max_payload_mb=max_payload_mb
+        ),
+        wait=wait,
+        poll_s=poll_s,
+        notify=_note,
     )
-    write_manifests(store, layout, pending, "images", settings.manifest_lines)
-    name = sm.job_name(f"mediasearch-{settings.collection}")
-    plan = sm.plan_transform(store, layout, tag, name)
-    typer.echo(
-        f"{len(records)} images, {len(pending)} to embed; manifests: {len(plan.pending)} pending, "
-        f"{len(plan.done)} done",
-        err=True,
-    )
-    if not plan.empty:
-        env = sm.model_environment(region(), batch_size=batch_size)
-        launcher = sm.SageMakerLauncher(_client("sagemaker"))
-        model_name = launcher.ensure_model(sm.model_name_for(data, image, env), data, image, role, env)
-        request = sm.transform_request(name, model_name, plan, config, {"project": "mediasearch"})
-        launcher.start_transform(request)
-        typer.echo(
-            f"started transform job {name} ({plan.data_type} {plan.input_uri} -> {plan.output_uri})", err=True
+    try:
+        # Without waiting there is nothing new to load yet: the job writes its outputs later.
+        report = pipeline.ingest(
+            step, videos=False, incremental=incremental, whole_work_area=True, load=load and wait
         )
-        if not wait:
-            _echo_json({"job": name, "status": "InProgress"})
-            return
-        expected = [layout.output(k, tag) for k in plan.pending]
-        job = launcher.wait_transform(
-            name, poll_s=poll_s, total=len(expected), finished=sm.count_outputs(store, expected)
-        )
-        typer.echo(f"transform job {name}: {job['TransformJobStatus']}", err=True)
-    if load and index is not None:
-        _load(store, index, layout, tag)
-
-
-def _load(store: Any, index: Any, layout: Any, tag: str) -> None:
-    from mediasearch.indexing.loader import Loader
-
-    # The loader reads video sidecars from the work area to turn frame vectors into scenes.
-    loader = Loader(store, index, layout)
-    report = loader.load(loader.output_keys(tag))
-    typer.echo(
-        f"{report.outputs} output file(s), {report.indexed} documents indexed, {report.failed} error records"
-    )
-    if report.failures:
-        for f in report.failures[:20]:
-            typer.echo(f"  {f.uri}: {f.error}", err=True)
-        raise typer.Exit(1)
+    except sm.SageMakerError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    if step.job is not None and not wait:
+        _echo_json({"job": step.job, "status": "InProgress"})
+    elif Step.LOAD in report.steps:
+        echo_summary(summarize(report))
 
 
 @aws_app.command()
@@ -315,13 +330,16 @@ def load(
 ) -> None:
     """Load the outputs a model's transform wrote (`<work>/outputs/<model>/*.out`) into the index (idempotent)."""
     from mediasearch import backends
-    from mediasearch.core.layout import WorkLayout, model_tag
+    from mediasearch.aws.batch import output_tag
+    from mediasearch.cli import echo_summary
+    from mediasearch.indexing.pipeline import summarize
 
     outputs = stack_outputs(stack)
     settings = _index_settings(get_settings(), outputs)
     data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
-    layout = WorkLayout.for_source("", settings.work_prefix)
-    _load(_s3_source(source), backends.index(settings), layout, model_tag(data))
+    pipeline = backends.pipeline(settings, _s3_source(source))
+    pipeline.load(tag=output_tag(data))
+    echo_summary(summarize(pipeline.report))
 
 
 @aws_app.command()
@@ -333,6 +351,7 @@ def status(
     """Stack state and outputs, the query endpoint, and recent transform jobs, as JSON."""
     report: dict[str, Any] = {}
     outputs: dict[str, str] = {}
+    stack = stack or get_settings().stack
     if stack:
         described = _client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}

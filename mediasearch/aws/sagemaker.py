@@ -79,8 +79,10 @@ class TransformSettings:
 
 
 def model_environment(
-    region: str, batch_size: int = 64, decode_workers: int = 8, max_image_pixels: int = 40_000_000
+    region: str, *, batch_size: int, decode_workers: int, max_image_pixels: int
 ) -> dict[str, str]:
+    """The SageMaker model's container environment: the toolkit's variables, and the MEDIASEARCH_*
+    settings the handler reads when it loads (the callers take them from `Settings`)."""
     return {
         "SAGEMAKER_PROGRAM": "inference.py",
         "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",

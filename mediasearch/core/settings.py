@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     encoder_backend: EncoderBackend = EncoderBackend.LOCAL
     sagemaker_endpoint: str | None = None
 
+    # Batch transform runs on a SageMaker instance (a GPU one by default) reading from S3, not on this
+    # machine: it takes larger batches than `batch_size`, and more fetch threads than `decode_workers`
+    # because each S3 read mostly waits on the network.
+    sagemaker_batch_size: int = Field(64, ge=1, description="images per forward pass on a transform instance")
+    sagemaker_decode_workers: int = Field(
+        8, ge=1, description="fetch + decode threads on a transform instance"
+    )
+    stack: str | None = Field(None, description="CloudFormation stack whose outputs the `aws` commands read")
+
     log_level: str | None = Field(
         None, description="root log level; unset: WARNING for commands, INFO for the API (its request lines)"
     )

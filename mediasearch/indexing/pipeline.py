@@ -148,15 +148,18 @@ class Pipeline:
 
     # -- the steps ----------------------------------------------------------------------------------
 
-    def plan(self, videos: bool = True) -> Plan:
-        """List the source (images, and videos unless `videos` is False) and find what the index lacks."""
+    def plan(self, videos: bool = True, incremental: bool = True) -> Plan:
+        """List the source (images, and videos unless `videos` is False) and find what the index lacks;
+        everything is pending when not `incremental` or when the pipeline has no index."""
         listing = list_media(self.store, self.prefix, self.layout)
         plan = Plan(images=image_records(self.store, listing.images))
         if videos:
             plan.videos = listing.videos
         video_ids = [stable_id(self.store.uri(v.key)) for v in plan.videos]
         stored = (
-            self.index.fingerprints([r.id for r in plan.images] + video_ids) if self.index is not None else {}
+            self.index.fingerprints([r.id for r in plan.images] + video_ids)
+            if incremental and self.index is not None
+            else {}
         )
         plan.pending_images = changed(plan.images, stored)
         plan.pending_videos = [
@@ -228,6 +231,7 @@ class Pipeline:
         transformer: Transformer,
         *,
         videos: bool = True,
+        incremental: bool = True,
         whole_work_area: bool = False,
         load: bool = True,
     ) -> PipelineReport:
@@ -238,7 +242,7 @@ class Pipeline:
         manifests a separate preprocess job wrote included, and load the outputs of all of them (what
         `aws transform` does, with `videos=False`); otherwise only this run's manifests.
         """
-        plan = self.plan(videos=videos)
+        plan = self.plan(videos=videos, incremental=incremental)
         if plan.pending_images:
             self.write_manifests(plan.pending_images)
         if plan.pending_videos:

@@ -3,8 +3,9 @@
 Thin on purpose: the logic is `mediasearch.indexing.handler.ClipHandler` with a captioner and no CLIP
 model, the same handler the local transform runs with `--captions`. JSON Lines manifests in, one
 line out per line with `"caption"` (or `"error"`); an `application/x-image` request returns
-`{"model", "captions": [...]}`. Settings (device, caption length, beams) come from MEDIASEARCH_*
-environment variables on the SageMaker model; the weights are the unpacked model directory.
+`{"model", "captions": [...]}`. `mediasearch.backends.sagemaker_caption_handler` builds it: settings
+(device, caption length, beams, decode workers, pixel limit) from the MEDIASEARCH_* environment of the
+SageMaker model, the weights from the unpacked model directory.
 """
 
 from __future__ import annotations
@@ -18,21 +19,9 @@ if (_HERE / "mediasearch").is_dir() and str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from mediasearch import backends  # noqa: E402
-from mediasearch.core.settings import Settings  # noqa: E402
-from mediasearch.indexing.handler import ClipHandler, EntryPoints  # noqa: E402
+from mediasearch.indexing.handler import EntryPoints  # noqa: E402
 
-
-def _captioning_handler(model_dir: str) -> ClipHandler:
-    settings = Settings(caption_model=model_dir)
-    return ClipHandler(
-        None,
-        decode_workers=settings.decode_workers,
-        max_pixels=settings.max_image_pixels,
-        captioner=backends.captioner(settings),
-    )
-
-
-_entry = EntryPoints(_captioning_handler)
+_entry = EntryPoints(backends.sagemaker_caption_handler)
 model_fn, input_fn, predict_fn, output_fn = (
     _entry.model_fn,
     _entry.input_fn,

@@ -1,9 +1,9 @@
 """SageMaker entry point for the CLIP embedding model: batch transform and the query endpoint.
 
 Thin on purpose: the logic is `mediasearch.indexing.handler.ClipHandler`, which the local transform runner
-also uses, so what runs on SageMaker is what the tests run. Settings come from MEDIASEARCH_*
-environment variables on the SageMaker model (device, batch size, decode workers, pixel limit); the
-weights are always the unpacked model directory.
+also uses, so what runs on SageMaker is what the tests run. `mediasearch.backends.sagemaker_clip_handler`
+builds it: settings (device, batch size, decode workers, pixel limit) from the MEDIASEARCH_* environment
+of the SageMaker model, the weights always from the unpacked model directory.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ if (_HERE / "mediasearch").is_dir() and str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from mediasearch import backends  # noqa: E402
-from mediasearch.core.settings import Settings  # noqa: E402
 from mediasearch.indexing.handler import EntryPoints  # noqa: E402
 
-# Captions have their own model and endpoint (model_handlers/captioning), whatever MEDIASEARCH_CAPTIONS says.
-_entry = EntryPoints(lambda model_dir: backends.clip_handler(Settings(clip_model=model_dir), captions=False))
+_entry = EntryPoints(backends.sagemaker_clip_handler)
 model_fn, input_fn, predict_fn, output_fn = (
     _entry.model_fn,
     _entry.input_fn,
