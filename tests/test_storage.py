@@ -13,6 +13,7 @@ from mediasearch.core.storage import (
     ObjectStore,
     S3Store,
     StoreError,
+    open_s3_store,
     open_store,
     open_uri,
 )
@@ -86,10 +87,15 @@ def test_open_store_rejects_unknown_schemes() -> None:
 # ---- what differs between a folder and a bucket, asked of the store ----------------------------------
 
 
-def test_scheme_is_that_of_the_stores_uris(store: ObjectStore) -> None:
-    store.put("a.txt", b"a")
-    assert store.uri("a.txt").startswith(f"{store.scheme}://")
-    assert store.root_uri.startswith(f"{store.scheme}://")
+@pytest.mark.parametrize("location", ["/tmp/media", "file:///tmp/media", "s3://", "https://bucket/x"])
+def test_open_s3_store_refuses_what_is_not_a_bucket(location: str) -> None:
+    with pytest.raises(StoreError, match="expected s3://bucket/prefix"):
+        open_s3_store(location)
+
+
+def test_open_s3_store_opens_a_bucket_prefix() -> None:
+    store = open_s3_store("s3://bucket/media/photos")
+    assert store.bucket == "bucket" and store.uri("a.png") == "s3://bucket/media/photos/a.png"
 
 
 def test_local_copy_holds_the_object_and_a_download_is_removed(store: ObjectStore) -> None:

@@ -88,12 +88,14 @@ def _index_settings(settings: Settings, outputs: dict[str, str]) -> Settings:
 
 
 def _s3_source(source: str) -> S3Store:
-    from mediasearch.core.storage import S3Store, open_store
+    from mediasearch.core.storage import StoreError, open_s3_store
 
-    store = open_store(source)
-    if not isinstance(store, S3Store):
-        raise typer.BadParameter("SageMaker reads from S3: give s3://bucket/prefix", param_hint="SOURCE")
-    return store
+    try:
+        return open_s3_store(source)
+    except StoreError:
+        raise typer.BadParameter(
+            "SageMaker reads from S3: give s3://bucket/prefix", param_hint="SOURCE"
+        ) from None
 
 
 def _note(message: str) -> None:

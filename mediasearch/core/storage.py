@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
 from urllib.parse import quote, unquote, urlparse
 
 
@@ -43,9 +42,6 @@ class ObjectStore(ABC):
     Callers never ask which kind of store they hold: what differs between a folder and a bucket
     (a file to hand FFmpeg or a web server, a URL a browser can fetch) is asked of the store itself.
     """
-
-    # The scheme of every URI in the store ("file" or "s3"): SageMaker, for one, reads only s3://.
-    scheme: ClassVar[str]
 
     @property
     @abstractmethod
@@ -127,8 +123,6 @@ def _check_key(key: str) -> str:
 class LocalStore(ObjectStore):
     """A folder on disk. Writes are atomic (temp file + rename) so a crashed job never leaves half a file."""
 
-    scheme = "file"
-
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
 
@@ -208,8 +202,6 @@ def _normalise_file_uri(uri: str) -> str:
 
 class S3Store(ObjectStore):
     """An S3 bucket and key prefix. Honours AWS_ENDPOINT_URL, so LocalStack and moto work unchanged."""
-
-    scheme = "s3"
 
     def __init__(self, bucket: str, prefix: str = "", client: object | None = None) -> None:
         self.bucket = bucket
@@ -317,15 +309,20 @@ def open_store(location: str | os.PathLike[str]) -> ObjectStore:
     """A store rooted at `location`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
     text = os.fspath(location)
     if text.startswith("s3://"):
-        parsed = urlparse(text)
-        if not parsed.netloc:
-            raise StoreError(f"invalid S3 location {text!r}: expected s3://bucket/prefix")
-        return S3Store(parsed.netloc, parsed.path.lstrip("/"))
+        return open_s3_store(text)
     if text.startswith("file://"):
         return LocalStore(unquote(urlparse(text).path))
     if "://" in text:
         raise StoreError(f"unsupported store location {text!r}: use a folder path, file:// or s3://")
     return LocalStore(text)
+
+
+def open_s3_store(location: str) -> S3Store:
+    """A store rooted at `s3://bucket/prefix`, for what can only read S3 (SageMaker); else StoreError."""
+    parsed = urlparse(location)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"invalid S3 location {location!r}: expected s3://bucket/prefix")
+    return S3Store(parsed.netloc, parsed.path.lstrip("/"))
 
 
 def open_uri(uri: str) -> tuple[ObjectStore, str]:
