@@ -226,7 +226,7 @@ def providers_for(device: str) -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
-def make_session(path: Path, device: str = "cpu", threads: int | None = None) -> Any:
+def make_session(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -236,6 +236,10 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None) ->
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
+    # Idle pool threads busy-wait by default, for lower latency on a quiet machine. Here they would steal
+    # the cores that decode threads and other processes need: with other jobs on this 2-core machine,
+    # spinning off measured faster (int8 text 7.6 vs 22.9 ms p50, image 23 vs 17 img/s).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3  # warnings about unused initialisers etc. are noise to a user
     providers = providers_for(device)
     session = ort.InferenceSession(str(path), options, providers=providers)
@@ -295,6 +299,7 @@ class OnnxClipModel:
         revision: str | None = None,
         threads: int | None = None,
         auto_export: bool = True,
+        spin: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -305,6 +310,7 @@ class OnnxClipModel:
         self.revision = revision
         self.threads = threads
         self.auto_export = auto_export
+        self.spin = spin
         self._device = device
         self._lock = threading.Lock()
         self._image_session: Any = None
@@ -328,8 +334,8 @@ class OnnxClipModel:
                 files = meta["files"][self.precision]
                 preprocessor = ClipImagePreprocessor.from_dir(folder)
                 tokenizer = ClipTokenizer(folder, int(meta["max_text_tokens"]))
-                text_session = make_session(folder / files["text"], self._device, self.threads)
-                image_session = make_session(folder / files["image"], self._device, self.threads)
+                text_session = make_session(folder / files["text"], self._device, self.threads, self.spin)
+                image_session = make_session(folder / files["image"], self._device, self.threads, self.spin)
             except (OSError, KeyError, ValueError, OnnxCacheError) as exc:
                 raise OnnxModelError(f"cannot load {self.task} {self.name!r} from {folder}: {exc}") from exc
             self.folder, self.meta = folder, meta
