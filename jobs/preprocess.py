@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every default is the settings' (MEDIASEARCH_*), as for `mediasearch preprocess`; options override.
     settings = get_settings()
     defaults = backends.video_options(settings)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--store", default=settings.store, help="folder, file:// or s3://bucket/prefix")
     p.add_argument("--prefix", default="", help="only videos under this key prefix")
     p.add_argument(
@@ -33,11 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the work folder inside the store, where artefacts and manifests go",
     )
     p.add_argument("--threshold", type=float, default=defaults.threshold, help="ContentDetector threshold")
-    p.add_argument("--frames-per-scene", type=int, default=defaults.frames_per_scene)
-    p.add_argument("--max-scene-s", type=float, default=defaults.max_scene_s)
-    p.add_argument("--min-scene-s", type=float, default=defaults.min_scene_s)
-    p.add_argument("--frame-max-side", type=int, default=defaults.frame_max_side)
-    p.add_argument("--thumb-width", type=int, default=defaults.thumb_width)
+    p.add_argument(
+        "--frames-per-scene", type=int, default=defaults.frames_per_scene, help="frames sampled per scene"
+    )
+    p.add_argument(
+        "--max-scene-s", type=float, default=defaults.max_scene_s, help="longer shots are split into windows"
+    )
+    p.add_argument("--min-scene-s", type=float, default=defaults.min_scene_s, help="closer cuts are merged")
+    p.add_argument(
+        "--frame-max-side", type=int, default=defaults.frame_max_side, help="sampled frames fit this"
+    )
+    p.add_argument("--thumb-width", type=int, default=defaults.thumb_width, help="scene thumbnail width")
     p.add_argument(
         "--workers",
         type=int,
