@@ -193,7 +193,13 @@ def main() -> None:
     def agreement(name: str, ref: str) -> dict[str, Any]:
         mixed = overlap(top_k(text_vecs[name], fp32_index, k), tops[ref])
         same = overlap(tops[name], tops[ref])
+        scores, ref_scores = text_vecs[name] @ image_vecs[name].T, text_vecs[ref] @ image_vecs[ref].T
+        ranked = -np.sort(-ref_scores, axis=1)
         return {
+            # Why the overlap is what it is: how far apart the 10th and 11th scores are, against how far
+            # this backend moves a score. With random weights the gap is the smaller of the two.
+            "score_gap_10th_11th_median": float(f"{np.median(ranked[:, k - 1] - ranked[:, k]):.3g}"),
+            "score_abs_change_median": float(f"{np.median(np.abs(scores - ref_scores)):.3g}"),
             "image_cosine": cos_stats(image_vecs[name], image_vecs[ref]),
             "text_cosine": cos_stats(text_vecs[name], text_vecs[ref]),
             f"top{k}_overlap_mean": round(float(np.mean(same)), 4),

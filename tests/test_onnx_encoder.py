@@ -153,11 +153,14 @@ def test_interface_matches_clip_model(onnx_fp32: OnnxClipModel, clip_model: Clip
     np.testing.assert_allclose(onnx_fp32.embed_pixels(pixels), onnx_fp32.embed_images(images()), atol=1e-6)
 
 
-def test_lazy_load(export: Path) -> None:
+def test_lazy_load_per_tower(export: Path) -> None:
     model = OnnxClipModel(str(export), device="cpu")
-    assert not model.loaded
+    assert not model.loaded and model.dim == 16  # reading the dimension opens no session
     model.embed_texts(["a"])
+    assert set(model._sessions) == {"text"}  # a text query never pays for the image tower
+    model.embed_images([Image.new("RGB", (8, 8))])
     assert model.loaded and model.providers == ["CPUExecutionProvider"]
+    assert OnnxClipModel(str(export), device="cpu").load().loaded  # load() readies both, like ClipModel
 
 
 def test_failed_agreement_discards_the_export(

@@ -31,6 +31,7 @@ from PIL import Image
 from mediasearch.core.vectors import l2_normalise
 from mediasearch.encoders.onnx_cache import (
     PRECISIONS,
+    TOWERS,
     OnnxCacheError,
     export_dir,
     is_export_dir,
@@ -313,8 +314,7 @@ class OnnxClipModel:
         self.spin = spin
         self._device = device
         self._lock = threading.Lock()
-        self._image_session: Any = None
-        self._text_session: Any = None
+        self._sessions: dict[str, Any] = {}
         self._preprocessor: ClipImagePreprocessor | None = None
         self._tokenizer: ClipTokenizer | None = None
         self.folder: Path | None = None
@@ -322,51 +322,80 @@ class OnnxClipModel:
 
     @property
     def loaded(self) -> bool:
-        return self._image_session is not None
+        """Both towers are ready (what `ClipModel.loaded` means)."""
+        return all(tower in self._sessions for tower in TOWERS)
 
-    def load(self) -> Self:
+    def load(self, towers: Sequence[str] = TOWERS) -> Self:
+        """Open the export and the sessions of `towers` (both by default).
+
+        A text-only caller (the query side) can pass `("text",)`: the image tower, over twice the text
+        tower's size, then loads only if an image query comes.
+        """
         with self._lock:
-            if self._image_session is not None:
-                return self
-            folder = resolve_export(self.name, self.cache_dir, self.revision, self.auto_export)
-            try:
-                meta = read_meta(folder)
-                files = meta["files"][self.precision]
-                preprocessor = ClipImagePreprocessor.from_dir(folder)
-                tokenizer = ClipTokenizer(folder, int(meta["max_text_tokens"]))
-                text_session = make_session(folder / files["text"], self._device, self.threads, self.spin)
-                image_session = make_session(folder / files["image"], self._device, self.threads, self.spin)
-            except (OSError, KeyError, ValueError, OnnxCacheError) as exc:
-                raise OnnxModelError(f"cannot load {self.task} {self.name!r} from {folder}: {exc}") from exc
-            self.folder, self.meta = folder, meta
-            self._preprocessor, self._tokenizer = preprocessor, tokenizer
-            self._text_session = text_session
-            self._image_session = image_session  # last: `loaded` means everything is ready
+            self._open()
+            assert self.folder is not None
+            for tower in towers:
+                if tower in self._sessions:
+                    continue
+                path = self.folder / self.meta["files"][self.precision][tower]
+                try:
+                    self._sessions[tower] = make_session(path, self._device, self.threads, self.spin)
+                except Exception as exc:  # onnxruntime raises its own exception types
+                    if isinstance(exc, OnnxModelError):
+                        raise
+                    raise OnnxModelError(f"cannot load {self.task} {self.name!r} from {path}: {exc}") from exc
+        return self
+
+    def _open(self) -> None:
+        """Find the export and read what every tower needs (meta, tokenizer, preprocessing); no sessions."""
+        if self.folder is not None:
+            return
+        folder = resolve_export(self.name, self.cache_dir, self.revision, self.auto_export)
+        try:
+            meta = read_meta(folder)
+            if self.precision not in meta["files"]:
+                raise KeyError(f"no {self.precision} graphs in this export")
+            preprocessor = ClipImagePreprocessor.from_dir(folder)
+            tokenizer = ClipTokenizer(folder, int(meta["max_text_tokens"]))
+        except (OSError, KeyError, ValueError, OnnxCacheError) as exc:
+            raise OnnxModelError(f"cannot load {self.task} {self.name!r} from {folder}: {exc}") from exc
+        self.meta, self._preprocessor, self._tokenizer = meta, preprocessor, tokenizer
+        self.folder = folder  # last: it marks the rest as read
+
+    def _session(self, tower: str) -> Any:
+        session = self._sessions.get(tower)
+        return session if session is not None else self.load((tower,))._sessions[tower]
+
+    def _opened(self) -> Self:
+        if self.folder is None:
+            with self._lock:
+                self._open()
         return self
 
     @property
     def dim(self) -> int:
-        return int(self.load().meta["dim"])
+        return int(self._opened().meta["dim"])
 
     @property
     def max_text_tokens(self) -> int:
-        return int(self.load().meta["max_text_tokens"])
+        return int(self._opened().meta["max_text_tokens"])
 
     @property
     def providers(self) -> list[str]:
-        return list(self.load()._image_session.get_providers())
+        """The providers the sessions run on, best first (e.g. CUDA, then CPU for unsupported ops)."""
+        return list(self._session("text").get_providers())
 
     # -- images ---------------------------------------------------------------------------------
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """Resize, crop and normalise one image to CHW float32; pure CPU work, safe in worker threads."""
-        self.load()
-        assert self._preprocessor is not None
-        return self._preprocessor(image)
+        preprocessor = self._opened()._preprocessor
+        assert preprocessor is not None
+        return preprocessor(image)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Embed a (N, 3, H, W) batch that `preprocess` produced."""
-        session = self.load()._image_session
+        session = self._session("image")
         out: list[np.ndarray] = []
         for start in range(0, len(pixels), self.batch_size):
             chunk = np.ascontiguousarray(pixels[start : start + self.batch_size], dtype=np.float32)
@@ -382,10 +411,10 @@ class OnnxClipModel:
     # -- text -----------------------------------------------------------------------------------
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self.load()
-        assert self._tokenizer is not None
+        session, tokenizer = self._session("text"), self._tokenizer
+        assert tokenizer is not None
         out: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch_size):
-            ids, mask = self._tokenizer(texts[start : start + self.batch_size])
-            out.append(self._text_session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+            ids, mask = tokenizer(texts[start : start + self.batch_size])
+            out.append(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
         return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
