@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -165,6 +167,21 @@ class Query:
     exclude_video_id: str | None = None  # "more like this video" leaves the video itself out
 
 
+# The service's entry points: each runs against one snapshot of the serving generation.
+PINNED_CALLS = ("search", "health", "document", "item", "media", "check_image_size")
+
+
+def _pinned(
+    call: Callable[..., Any], pin: Callable[[], AbstractContextManager[object]]
+) -> Callable[..., Any]:
+    @functools.wraps(call)
+    def pinned(*args: Any, **kwargs: Any) -> Any:
+        with pin():
+            return call(*args, **kwargs)
+
+    return pinned
+
+
 class SearchService:
     def __init__(
         self,
@@ -174,6 +191,7 @@ class SearchService:
         links: MediaLinks,
         text_embedder: TextVectoriser | None = None,
         hybrid_weights: HybridWeights = HybridWeights(),
+        pin: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -181,6 +199,11 @@ class SearchService:
         self.links = links
         self.text_embedder = text_embedder
         self.hybrid_weights = hybrid_weights
+        if pin is not None:
+            # `index` and `encoder` follow the serving generation (query.serving): each public call
+            # pins one (index, encoder) pair for its whole duration, so no answer mixes two models.
+            for name in PINNED_CALLS:
+                setattr(self, name, _pinned(getattr(self, name), pin))
 
     def warm_up(self) -> None:
         """Load the query model now rather than inside the first request's latency."""
