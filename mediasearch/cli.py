@@ -272,7 +272,8 @@ def random_model(
     from mediasearch.models.random_init import build_random_clip
 
     if size not in ("tiny", "base"):
-        raise typer.BadParameter("size must be tiny or base", param_hint="--size")
+        typer.secho(f"error: --size must be tiny or base, not {size!r}", fg="red", err=True)
+        raise typer.Exit(2)
     path = build_random_clip(dest, size=size)  # type: ignore[arg-type]
     typer.echo(json.dumps({"model": str(path), "size": size}))
 

@@ -259,6 +259,21 @@ def test_serve_builds_the_app_from_the_settings(
     assert client.post("/search", json={"text": "x"}, headers={"x-api-key": "nope"}).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["aws", "transform", "/not/a/bucket", "--model-data", "s3://b/m.tar.gz", "--role-arn", ROLE],
+        ["aws", "load", "s3://bucket/media"],  # no --model-data and no stack to read it from
+        ["aws", "deploy", "--param", "oops"],
+        ["random-model", "model", "--size", "huge"],
+    ],
+)
+def test_a_cli_mistake_prints_one_line_and_exits_2(args: list[str], base_env: dict[str, str]) -> None:
+    done = cli(base_env, *args)
+    assert done.exit_code == 2
+    assert len(done.output.strip().splitlines()) == 1 and done.output.startswith("error: ")
+
+
 # -- jobs/*.py, by path ------------------------------------------------------------------------------
 
 

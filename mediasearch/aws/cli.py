@@ -61,12 +61,16 @@ def stack_outputs(stack: str | None) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
 
 
+def usage_error(message: str) -> typer.Exit:
+    """A mistake in how a command was called: one red line on stderr, then exit status 2."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(2)
+
+
 def _need(value: str | None, outputs: dict[str, str], key: str, option: str) -> str:
     found = value or outputs.get(key)
     if not found:
-        raise typer.BadParameter(
-            f"give {option} or --stack with a stack that outputs {key}", param_hint=option
-        )
+        raise usage_error(f"give {option} or --stack with a stack that outputs {key}")
     return found
 
 
@@ -93,9 +97,7 @@ def _s3_source(source: str) -> S3Store:
     try:
         return open_s3_store(source)
     except StoreError:
-        raise typer.BadParameter(
-            "SageMaker reads from S3: give s3://bucket/prefix", param_hint="SOURCE"
-        ) from None
+        raise usage_error(f"SageMaker reads from S3: give s3://bucket/prefix, not {source!r}") from None
 
 
 def _note(message: str) -> None:
@@ -143,7 +145,7 @@ def _stack_parameters(
         current = None
     if current is not None and current["StackStatus"] == "ROLLBACK_COMPLETE":
         # A stack whose first create failed cannot be updated; it must be deleted and created again.
-        raise typer.BadParameter(f"stack {stack} is ROLLBACK_COMPLETE: delete it, then deploy again")
+        raise usage_error(f"stack {stack} is ROLLBACK_COMPLETE: delete it, then deploy again")
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(given.items())]
     if current is not None:
         known = {p["ParameterKey"] for p in cf.get_template_summary(TemplateBody=template_body)["Parameters"]}
@@ -208,7 +210,7 @@ def deploy(
     for item in param or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+            raise usage_error(f"--param {item!r} is not KEY=VALUE")
         given[key] = value
     if model_data:
         given["ModelDataUrl"] = model_data
