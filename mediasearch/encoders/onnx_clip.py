@@ -264,8 +264,8 @@ def resolve_export(
     A missing export is made on first use when `auto_export` and torch is installed; without torch (a
     query Lambda) the error says to run `mediasearch export-onnx` where torch is.
     """
-    if is_export_dir(name):
-        return Path(name)
+    if is_export_dir(Path(name).expanduser()):
+        return Path(name).expanduser()
     try:
         identity = model_identity(name, revision=revision, cache_dir=cache_dir)
     except OnnxCacheError as exc:
