@@ -153,6 +153,16 @@ def test_interface_matches_clip_model(onnx_fp32: OnnxClipModel, clip_model: Clip
     np.testing.assert_allclose(onnx_fp32.embed_pixels(pixels), onnx_fp32.embed_images(images()), atol=1e-6)
 
 
+def test_identity_is_the_checkpoints(export: Path, clip_model: ClipModel, tmp_path: Path) -> None:
+    """Documents record the checkpoint's identity whichever backend embedded them (int8 excepted)."""
+    fp32 = OnnxClipModel(str(export), device="cpu")
+    assert fp32.identity.id == clip_model.identity.id
+    moved = shutil.copytree(export, tmp_path / "opt" / "ml" / "model" / "onnx")  # as packaged
+    assert OnnxClipModel(str(moved), device="cpu").identity.id == clip_model.identity.id
+    int8 = OnnxClipModel(str(export), device="cpu", precision="int8")
+    assert int8.identity.id == f"{clip_model.identity.id}#onnx-int8"
+
+
 def test_lazy_load_per_tower(export: Path) -> None:
     model = OnnxClipModel(str(export), device="cpu")
     assert not model.loaded and model.dim == 16  # reading the dimension opens no session

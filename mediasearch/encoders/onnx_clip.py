@@ -28,6 +28,7 @@ from typing import Any, Self
 import numpy as np
 from PIL import Image
 
+from mediasearch.core.model_identity import ModelIdentity
 from mediasearch.core.vectors import l2_normalise
 from mediasearch.encoders.onnx_cache import (
     PRECISIONS,
@@ -353,6 +354,8 @@ class OnnxClipModel:
         folder = resolve_export(self.name, self.cache_dir, self.revision, self.auto_export)
         try:
             meta = read_meta(folder)
+            if "model_identity" not in meta:
+                raise KeyError("model_identity")
             if self.precision not in meta["files"]:
                 raise KeyError(f"no {self.precision} graphs in this export")
             preprocessor = ClipImagePreprocessor.from_dir(folder)
@@ -371,6 +374,17 @@ class OnnxClipModel:
             with self._lock:
                 self._open()
         return self
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The checkpoint's identity as `ClipModel.identity` gives it, recorded at export.
+
+        fp32 graphs agree with PyTorch to cosine >= 0.9999, so they keep the checkpoint's identity and
+        their vectors mix with PyTorch's; int8 vectors move scores by ~1e-3, so they are another model.
+        """
+        meta = self._opened().meta
+        suffix = "" if self.precision == "fp32" else f"#onnx-{self.precision}"
+        return ModelIdentity(id=f"{meta['model_identity']}{suffix}", source=str(self.folder))
 
     @property
     def dim(self) -> int:

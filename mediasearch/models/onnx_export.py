@@ -208,6 +208,9 @@ def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, 
     meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "identity": identity.as_dict(),
+        # What documents embedded by this model record (mediasearch.core.model_identity): kept here so
+        # a runtime holding only this folder reports the checkpoint's identity, not the folder's.
+        "model_identity": _document_identity(name, identity),
         "model_type": model.config.model_type,
         "opset": opset,
         "dim": int(model.config.projection_dim),
@@ -235,6 +238,14 @@ def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, 
     fp32 = meta["agreement"]["fp32_vs_torch"]
     if min(fp32["image_min_cosine"], fp32["text_min_cosine"]) < FP32_MIN_COSINE:
         raise ExportError(f"the fp32 ONNX graphs disagree with PyTorch ({fp32}); the export was discarded")
+
+
+def _document_identity(name: str, identity: ModelIdentity) -> str:
+    if identity.kind == "hub":
+        return f"hub:{identity.repo_id}@{identity.revision}"  # the commit exported, not whatever main is now
+    from mediasearch.core.model_identity import identify
+
+    return identify(name).id
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
