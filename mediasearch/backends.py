@@ -7,6 +7,7 @@ handler scripts get what they run from here, so a MEDIASEARCH_* variable means t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediasearch.core.layout import WorkLayout
@@ -19,6 +20,9 @@ from mediasearch.query.links import MediaLinks
 from mediasearch.query.search import SearchService
 
 if TYPE_CHECKING:
+    from mediasearch.index.collection import Collection
+    from mediasearch.index.generations import Generation
+
     # Type-only: each builder below imports what it builds, so that picking the SageMaker encoder and
     # OpenSearch (the query Lambda) loads neither torch nor transformers.
     from mediasearch.index.opensearch import OpenSearchIndex
@@ -41,10 +45,10 @@ def index(settings: Settings) -> VectorIndex:
         return opensearch_index(settings)
     from mediasearch.index.lancedb import LanceDBIndex
 
-    return LanceDBIndex(settings.lancedb_uri, settings.collection)
+    return LanceDBIndex(settings.lancedb_uri, settings.collection, refresh_s=settings.index_refresh_s)
 
 
-def opensearch_index(settings: Settings) -> OpenSearchIndex:
+def opensearch_index(settings: Settings, name: str | None = None) -> OpenSearchIndex:
     """The collection on the cluster at MEDIASEARCH_OPENSEARCH_URL, signed with SigV4 when a region is set
     (Amazon OpenSearch Service), with basic auth when a username is."""
     from mediasearch.index.opensearch import OpenSearchIndex, build_client
@@ -66,7 +70,9 @@ def opensearch_index(settings: Settings) -> OpenSearchIndex:
         username=settings.opensearch_username,
         password=password,
     )
-    return OpenSearchIndex(client, settings.collection)
+    # Searches go through the collection's name (an alias once generations exist); writers name a
+    # generation's own index.
+    return OpenSearchIndex(client, name or settings.collection)
 
 
 def clip_model(settings: Settings) -> ClipModel:
@@ -110,10 +116,89 @@ def tag_options(settings: Settings) -> TagOptions:
     return TagOptions(top_n=settings.tags_top_n, min_frames=settings.tags_min_frames)
 
 
+def collection(settings: Settings) -> Collection:
+    """The configured collection: its generation catalog, its writer lock and its generations' indices."""
+    from mediasearch.index.collection import Collection
+    from mediasearch.index.generations import StoreCatalog
+    from mediasearch.index.locks import FileLock, LeaseLock
+
+    name = settings.collection
+    if settings.index_backend is IndexBackend.OPENSEARCH:
+        from mediasearch.index.generations import OpenSearchCatalog
+
+        client = opensearch_index(settings).client
+        return Collection(
+            name,
+            OpenSearchCatalog(client, name),
+            lambda: LeaseLock(client, name),
+            lambda generation: opensearch_index(settings, generation),
+            lambda generation: client.indices.delete(index=generation),
+        )
+    from mediasearch.index.lancedb import LanceDBIndex
+
+    uri = settings.lancedb_uri
+    if "://" in uri and not uri.startswith("file://"):
+        # A flock needs a local file; an object store needs a lease (not built for LanceDB yet).
+        lock_path = None
+    else:
+        lock_path = Path(uri.removeprefix("file://")) / "_locks" / f"{name}.lock"
+
+    def lock() -> FileLock:
+        if lock_path is None:
+            raise ValueError(
+                f"writing to LanceDB at {uri} needs a writer lock, which only a local folder provides "
+                "here: point MEDIASEARCH_LANCEDB_URI at a folder, or use OpenSearch"
+            )
+        return FileLock(lock_path, name)
+
+    def drop(generation: str) -> None:
+        import lancedb
+
+        lancedb.connect(uri).drop_table(generation)
+
+    return Collection(
+        name,
+        StoreCatalog(open_store(uri), name),
+        lock,
+        lambda generation: LanceDBIndex(uri, generation),
+        drop,
+    )
+
+
 def search_service(settings: Settings, base_url: str = "") -> SearchService:
+    """The search service over the collection's serving generation, with an encoder of its model.
+
+    The encoder follows the serving generation's model unless one is pinned: a SageMaker endpoint, or
+    MEDIASEARCH_CLIP_MODEL set explicitly (then a generation of another model is refused, not mixed).
+    """
+    from mediasearch.core.model_identity import identify
+    from mediasearch.query.serving import ServedEncoder, ServedIndex, ServingView
+
+    pinned = settings.encoder_backend is EncoderBackend.SAGEMAKER or "clip_model" in settings.model_fields_set
+    pinned_identity: list[str] = []
+
+    def pinned_model() -> str | None:
+        if settings.encoder_backend is EncoderBackend.SAGEMAKER:
+            return None  # the endpoint's model is not known here; its archive was packaged for the index
+        if not pinned_identity:
+            pinned_identity.append(identify(settings.clip_model).id)
+        return pinned_identity[0]
+
+    def follow(generation: Generation) -> QueryEncoder:
+        model = generation.model_source or settings.clip_model
+        return encoder(settings.model_copy(update={"clip_model": model}))
+
+    view = ServingView(
+        collection(settings),
+        fallback_index=index(settings),
+        pinned=encoder(settings) if pinned else None,
+        pinned_model=pinned_model,
+        build_encoder=None if pinned else follow,
+        refresh_s=getattr(settings, "index_refresh_s", 1.0),
+    )
     return SearchService(
-        index(settings),
-        encoder(settings),
+        ServedIndex(view),
+        ServedEncoder(view),
         store(settings),
         MediaLinks(base_url, presign_expiry_s=settings.presign_expiry_s),
         # Built on the first caption query: where torch and transformers are not installed (the
@@ -122,6 +207,7 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
         hybrid_weights=HybridWeights(
             keyword=settings.hybrid_keyword_weight, vector=settings.hybrid_clip_weight
         ),
+        pin=view.pin,
     )
 
 

@@ -20,6 +20,10 @@ from mediasearch.core.records import (
 from mediasearch.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mediasearch.index.base import VectorIndex
+    from mediasearch.index.collection import Collection
     from mediasearch.indexing.pipeline import Summary
 
 app = typer.Typer(
@@ -83,16 +87,108 @@ def ingest(
         bool | None,
         typer.Option("--captions/--no-captions", help="caption images and frames (default: settings)"),
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait for another ingest into the collection instead of stopping")
+    ] = False,
 ) -> None:
-    """Scan SOURCE, preprocess videos, embed (and caption) new or changed media, load them into the index."""
+    """Make the index mirror SOURCE: embed (and caption) new or changed media, load them into the index.
+
+    One ingest writes a collection at a time. With a model other than the one the index was built
+    with, a new generation is built beside the serving one and replaces it when complete.
+    """
+    _ingest(source, batch_size, captions, wait, fresh=False)
+
+
+def _ingest(source: str, batch_size: int | None, captions: bool | None, wait: bool, fresh: bool) -> None:
     from mediasearch.core.storage import open_store
-    from mediasearch.indexing.pipeline import summarize
+    from mediasearch.index.locks import LockHeld
+    from mediasearch.indexing.ingest import ingest_collection
+    from mediasearch.indexing.pipeline import PipelineReport, summarize
 
     settings = _settings()
-    store = open_store(source)
-    pipeline = backends.pipeline(settings, store)
-    pipeline.ingest(backends.transform_runner(settings, store, captions=captions, batch_size=batch_size))
-    echo_summary(summarize(pipeline.report))
+    root = open_store(source).root_uri
+    handler = backends.clip_handler(settings, captions=captions)
+    assert handler.model is not None
+
+    def run(uri: str, index: VectorIndex) -> PipelineReport:
+        store = open_store(uri)
+        pipeline = backends.pipeline(settings, store, index)
+        runner = backends.transform_runner(settings, store, captions=captions, batch_size=batch_size)
+        return pipeline.ingest(runner)
+
+    def notify(message: str) -> None:
+        typer.echo(message, err=True)
+
+    try:
+        done = ingest_collection(
+            backends.collection(settings),
+            handler.model.identity,
+            root,
+            run,
+            wait=wait,
+            fresh=fresh,
+            notify=notify,
+        )
+    except LockHeld as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    echo_summary(summarize(done.report))
+
+
+@app.command()
+def reindex(
+    source: Annotated[str, typer.Argument(help="a source to add; every source the index holds is rebuilt")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait for a running ingest instead of stopping")
+    ] = False,
+) -> None:
+    """Rebuild the collection from scratch in a new generation (every source it holds), then switch to it."""
+    _ingest(source, None, None, wait, fresh=True)
+
+
+generations_app = typer.Typer(help="List, switch and drop the collection's generations (one per model).")
+app.add_typer(generations_app, name="generations")
+
+
+@generations_app.command("list")
+def generations_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """The collection's generations, the serving one marked with *."""
+    coll = backends.collection(_settings())
+    state = coll.catalog.read()
+    if as_json:
+        typer.echo(json.dumps(state.model_dump(mode="json"), indent=2))
+        return
+    if not state.generations:
+        typer.echo(f"collection {coll.name!r} has no generations yet: run mediasearch ingest")
+        return
+    for g in state.generations:
+        mark = "*" if g.name == state.serving else " "
+        count = coll.index_of(g).count()
+        typer.echo(f"{mark} {g.name}  {count} documents  model {g.model_id}  ({len(g.sources)} source(s))")
+
+
+@generations_app.command("switch")
+def generations_switch(name: Annotated[str, typer.Argument(help="the generation to serve")]) -> None:
+    """Serve another generation (e.g. back to the previous model); readers follow within seconds."""
+    _generation_op(lambda coll: coll.switch(name), f"generation {name} now serves")
+
+
+@generations_app.command("drop")
+def generations_drop(name: Annotated[str, typer.Argument(help="a generation that is not serving")]) -> None:
+    """Delete a generation that is not serving, with its table or index."""
+    _generation_op(lambda coll: coll.drop(name), f"generation {name} dropped")
+
+
+def _generation_op(op: Callable[[Collection], object], done: str) -> None:
+    from mediasearch.index.base import IndexError_
+    from mediasearch.index.locks import LockHeld
+
+    try:
+        op(backends.collection(_settings()))
+    except (IndexError_, LockHeld) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(done)
 
 
 @app.command()

@@ -70,17 +70,32 @@ class Collection:
 
     @contextmanager
     def writer(
-        self, model: ModelIdentity, wait: bool = False, timeout_s: float | None = None
+        self,
+        model: ModelIdentity,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        fresh: bool = False,
     ) -> Iterator[GenerationWrite]:
-        """Hold the writer lock and write into `model`'s generation (see the module docstring)."""
+        """Hold the writer lock and write into `model`'s generation (see the module docstring);
+        `fresh`: into a new generation even when the serving one is of `model` (a rebuild)."""
         lock = self._lock()
         lock.acquire(wait=wait, timeout_s=timeout_s)
         try:
+            self._adopt_legacy()
             serving = self.catalog.serving()
-            generation = self.catalog.for_model(model)
+            generation = self.catalog.for_model(model, fresh=fresh)
             yield GenerationWrite(generation, self._open_index(generation.name), serving, lock)
         finally:
             lock.release()
+
+    def _adopt_legacy(self) -> None:
+        """A table named after the collection, written before generations existed, becomes its first
+        generation. Its model is unknown (documents recorded a path), so the next ingest rebuilds."""
+        if self.catalog.read().generations:
+            return
+        legacy = self._open_index(self.name)
+        if legacy.exists():
+            self.catalog.adopt(self.name, model_id="unknown (written before model identities)")
 
     def add_source(self, write: GenerationWrite, source: str) -> None:
         self.catalog.add_source(write.generation.name, source)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -48,9 +49,10 @@ class CatalogState(BaseModel):
         return next((g for g in self.generations if g.name == name), None)
 
 
-def generation_name(collection: str, model: ModelIdentity) -> str:
-    """Table/index name of the collection's generation for `model` (stable, so a build resumes)."""
-    return f"{collection}-{model.short}"
+def generation_name(collection: str, model: ModelIdentity, rebuild: int = 0) -> str:
+    """Table/index name of the collection's generation for `model` (stable, so a build resumes);
+    `rebuild` numbers the fresh rebuilds of the same model (`mediasearch reindex`)."""
+    return f"{collection}-{model.short}" + (f"-r{rebuild}" if rebuild else "")
 
 
 class GenerationCatalog(ABC):
@@ -69,13 +71,22 @@ class GenerationCatalog(ABC):
         state = self.read()
         return state.get(state.serving) if state.serving else None
 
-    def for_model(self, model: ModelIdentity) -> Generation:
-        """The generation of `model`: the recorded one, or a new (not yet serving) one."""
+    def for_model(self, model: ModelIdentity, fresh: bool = False) -> Generation:
+        """The generation of `model`: the serving one when it is of `model`, else the recorded one (a
+        build that was interrupted resumes), else a new one. `fresh`: always a new one, beside the
+        others, even for the serving model (a rebuild from scratch)."""
         state = self.read()
-        name = generation_name(self.collection, model)
-        found = state.get(name)
-        if found is not None:
-            return found
+        serving = state.get(state.serving) if state.serving else None
+        if not fresh:
+            if serving is not None and serving.model_id == model.id:
+                return serving
+            found = state.get(generation_name(self.collection, model))
+            if found is not None:
+                return found
+        taken = {g.name for g in state.generations}
+        rebuild = 0
+        while (name := generation_name(self.collection, model, rebuild)) in taken:
+            rebuild += 1
         generation = Generation(name=name, model_id=model.id, model_source=model.source)
         state.generations.append(generation)
         self.write(state)
@@ -93,6 +104,15 @@ class GenerationCatalog(ABC):
         state = self.read()
         generation = self._require(state, name)
         generation.switched_at = datetime.now(UTC)
+        state.serving = name
+        self.write(state)
+        return generation
+
+    def adopt(self, name: str, model_id: str) -> Generation:
+        """Record a table written before generations existed as the serving generation."""
+        state = self.read()
+        generation = Generation(name=name, model_id=model_id, model_source="")
+        state.generations.append(generation)
         state.serving = name
         self.write(state)
         return generation
@@ -141,3 +161,61 @@ class StoreCatalog(GenerationCatalog):
 
     def exists(self) -> bool:
         return self.store.exists(self.key)
+
+
+class OpenSearchCatalog(GenerationCatalog):
+    """The catalog on the cluster: the generations in a catalog document, the serving one as an alias.
+
+    Readers resolve the alias named after the collection; a switch moves it with one `_aliases`
+    request (remove + add), which OpenSearch applies atomically, so a search through the alias sees
+    the old generation or the new one, never neither.
+    """
+
+    CATALOG_INDEX = "mediasearch-generations"
+
+    def __init__(self, client: Any, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+
+    def _alias_target(self) -> str | None:
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            found = self.client.indices.get_alias(name=self.collection)
+        except NotFoundError:
+            return None
+        names = sorted(found)
+        return names[0] if names else None
+
+    def read(self) -> CatalogState:
+        from opensearchpy.exceptions import NotFoundError, OpenSearchException
+
+        try:
+            source = self.client.get(index=self.CATALOG_INDEX, id=self.collection)["_source"]
+            state = CatalogState.model_validate(source)
+        except NotFoundError:
+            state = CatalogState(collection=self.collection)
+        except (OpenSearchException, ValidationError) as exc:
+            raise IndexError_(
+                f"the generation catalog of {self.collection!r} cannot be read: {exc}"
+            ) from None
+        target = self._alias_target()
+        if target is not None:
+            state.serving = target  # the alias is what searches use: it is the truth
+        return state
+
+    def write(self, state: CatalogState) -> None:
+        target = self._alias_target()
+        self.client.index(
+            index=self.CATALOG_INDEX,
+            id=self.collection,
+            body=json.loads(json.dumps(state.model_dump(mode="json"))),
+            refresh="true",
+        )
+        if state.serving is None or state.serving == target or state.serving == self.collection:
+            return  # nothing to move (a pre-generation index named like the collection has no alias)
+        actions: list[dict[str, Any]] = []
+        if target is not None:
+            actions.append({"remove": {"index": target, "alias": self.collection}})
+        actions.append({"add": {"index": state.serving, "alias": self.collection}})
+        self.client.indices.update_aliases(body={"actions": actions})

@@ -232,6 +232,13 @@ class ServedIndex(VectorIndex):
     def _index(self) -> VectorIndex:
         return self.view.current().index
 
+    @property
+    def collection(self) -> str:  # type: ignore[override]
+        return self._index.collection
+
+    def probe(self) -> int:
+        return self._index.probe()
+
     def create(self, spec: IndexSpec) -> None:
         raise IndexError_("the served index is read-only: write through the collection's writer")
 
