@@ -7,11 +7,15 @@ transform jobs report Completed at once (the wait loop's other states are tested
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
+import botocore.session
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mediasearch.aws import sagemaker as sm
@@ -22,6 +26,15 @@ from tests.conftest import COLOURS, image_bytes
 
 ROLE = "arn:aws:iam::123456789012:role/mediasearch-sagemaker"
 runner = CliRunner()
+
+# The shapes SageMaker validates requests against, read from the installed botocore's API model
+# (botocore/data/sagemaker/2017-07-24/service-2.json), so the tests follow the real rules.
+SAGEMAKER_MODEL = botocore.session.get_session().get_service_model("sagemaker")
+
+
+def name_rule(shape: str) -> tuple[re.Pattern[str], int]:
+    metadata = SAGEMAKER_MODEL.shape_for(shape).metadata
+    return re.compile(metadata["pattern"]), metadata["max"]
 
 
 @pytest.fixture
@@ -99,6 +112,10 @@ def test_transform_command_sends_the_batch_transform_contract(aws_env: str, s3_b
     )
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert container["Environment"]["MEDIASEARCH_BATCH_SIZE"] == "64"
+    # One TorchServe worker (one CLIP) per request SageMaker sends at a time; unset, TorchServe would
+    # start one per GPU or per host CPU (sagemaker-pytorch-inference-toolkit torchserve.py,
+    # TorchServe ConfigManager.getDefaultWorkers).
+    assert container["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] == str(job["MaxConcurrentTransforms"])
 
     # The manifest the job reads: one line per image, s3:// URIs.
     store = S3Store(s3_bucket, "media")
@@ -195,12 +212,135 @@ def test_names() -> None:
     assert sm.job_name("mediasearch-media", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == (
         "mediasearch-media-20260102-030405"
     )
+    # Collections may hold `_` (Settings.collection), which TransformJobName refuses.
+    assert sm.job_name("mediasearch-my_photos", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == (
+        "mediasearch-my-photos-20260102-030405"
+    )
     a = sm.model_name_for("s3://b/1.tar.gz", "img", {"A": "1"})
     assert a == sm.model_name_for("s3://b/1.tar.gz", "img", {"A": "1"})
     assert a != sm.model_name_for("s3://b/2.tar.gz", "img", {"A": "1"})
     assert len(a) <= 63
     assert sm.is_gpu_instance("ml.g4dn.xlarge") and sm.is_gpu_instance("ml.p3.2xlarge")
     assert not sm.is_gpu_instance("ml.m5.xlarge") and not sm.is_gpu_instance("ml.c7i.large")
+
+
+STAMP = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    collection=st.one_of(
+        st.from_regex(r"[a-z0-9][a-z0-9_\-]{0,63}", fullmatch=True),  # what Settings.collection allows
+        st.text(min_size=0, max_size=120),  # and anything else a prefix could be
+    ),
+    seconds=st.integers(min_value=1, max_value=10**8),
+)
+def test_job_names_match_sagemakers_rule_and_keep_the_timestamp(collection: str, seconds: int) -> None:
+    """TransformJobName: max 63, pattern [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62} (botocore sagemaker
+    service-2.json). A name cut at 63 characters used to lose the timestamp (two runs, one name) or
+    end in `-`; a `_` from the collection failed CreateTransformJob."""
+    pattern, longest = name_rule("TransformJobName")
+    name = sm.job_name(f"mediasearch-{collection}", STAMP)
+    assert len(name) <= longest and pattern.fullmatch(name), name
+    assert name.endswith("-20260102-030405")
+    later = sm.job_name(f"mediasearch-{collection}", STAMP + timedelta(seconds=seconds))
+    assert later != name and pattern.fullmatch(later)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    endpoint=st.from_regex(r"[a-z0-9](-*[a-z0-9]){0,62}", fullmatch=True),
+    memory=st.sampled_from([1024, 2048, 3072, 4096, 5120, 6144]),
+    concurrency=st.integers(min_value=1, max_value=200),
+)
+def test_endpoint_config_names_are_valid_and_keep_their_sizes(
+    endpoint: str, memory: int, concurrency: int
+) -> None:
+    """EndpointConfigName has the same rule; a long endpoint name used to cut the sizes off, so two
+    sizes shared one config name and the second deploy reused the first's config."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.configs: list[str] = []
+
+        def describe_endpoint_config(self, EndpointConfigName: str) -> dict:
+            self.configs.append(EndpointConfigName)
+            return {}
+
+        def describe_endpoint(self, EndpointName: str) -> dict:
+            return {"EndpointConfigName": self.configs[-1]}
+
+    pattern, longest = name_rule("EndpointConfigName")
+    recorder = Recorder()
+    launcher = sm.SageMakerLauncher(recorder)
+    config = launcher.deploy_serverless_endpoint(
+        endpoint, "mediasearch-clip-0123456789ab", memory, concurrency
+    )
+    other = launcher.deploy_serverless_endpoint(
+        endpoint, "mediasearch-clip-0123456789ab", memory, concurrency + 1
+    )
+    assert len(config) <= longest and pattern.fullmatch(config), config
+    assert config.endswith(f"-0123456789ab-{memory}-{concurrency}") and other != config
+
+
+class EndpointStates:
+    """describe_endpoint answering a sequence of states; fails the test if polled past the last one."""
+
+    def __init__(self, states: list[str]) -> None:
+        self.states = states
+        self.calls = 0
+
+    def describe_endpoint(self, EndpointName: str) -> dict:
+        if self.calls >= len(self.states):
+            raise AssertionError(f"polled again after {self.states[-1]}, a final state")
+        self.calls += 1
+        return {"EndpointName": EndpointName, "EndpointStatus": self.states[self.calls - 1]}
+
+
+# Every EndpointStatus in botocore's model, so a state AWS adds is classified here before it ships.
+ENDPOINT_STATES = SAGEMAKER_MODEL.shape_for("EndpointStatus").enum
+
+
+@pytest.mark.parametrize("state", ENDPOINT_STATES)
+def test_wait_endpoint_stops_at_every_final_state(state: str) -> None:
+    """The EndpointStatus doc string (botocore sagemaker service-2.json): Creating, Updating,
+    SystemUpdating, RollingBack and Deleting move on by themselves; InService, Failed, OutOfService
+    and UpdateRollbackFailed ("in service with a mix of the old and new endpoint configurations") wait
+    for someone. UpdateRollbackFailed used to be polled for the whole 30 minutes."""
+    moving = state in {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+    states = ["Creating", state, "InService"] if moving else ["Creating", state]
+    fake = EndpointStates(states)
+    launcher = sm.SageMakerLauncher(fake, sleep=lambda _: None)
+    if state == "InService" or moving:
+        assert launcher.wait_endpoint("e")["EndpointStatus"] == "InService"
+    else:
+        with pytest.raises(sm.SageMakerError, match=f"endpoint e is {state}"):
+            launcher.wait_endpoint("e")
+    assert fake.calls == len(states)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:2.1.0-transformers4.37.0-gpu-py310-cu118-ubuntu20.04",
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/huggingface-pytorch-inference",
+        "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/huggingface-pytorch-inference@sha256:" + "0" * 64,
+    ],
+)
+def test_models_refuse_hugging_face_inference_containers(image: str) -> None:
+    """The HF toolkit's handler_service.handle returns output_fn's value as it is and sets the content
+    type to Accept (sagemaker-huggingface-inference-toolkit 2.6.0); the handlers return (bytes, content
+    type), which only the PyTorch toolkit unpacks (sagemaker_inference/transformer.py), so under the
+    HF DLC every answer would be a 503. Refused before any model is created."""
+
+    class NoCalls:
+        def __getattr__(self, name: str):
+            raise AssertionError(f"{name} called for an unsupported image")
+
+    with pytest.raises(sm.SageMakerError, match="Hugging Face inference container"):
+        sm.SageMakerLauncher(NoCalls()).ensure_model("m", "s3://b/model.tar.gz", image, ROLE, {})
+    assert sm.unsupported_image(sm.pytorch_inference_image("us-east-1", gpu=True)) is None
+    assert sm.unsupported_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-clip:1") is None
 
 
 def test_deploy_serverless_endpoint_and_status(aws_env: str) -> None:
@@ -217,6 +357,8 @@ def test_deploy_serverless_endpoint_and_status(aws_env: str) -> None:
     assert variant["ModelName"] == out["model"]
     container = smc.describe_model(ModelName=out["model"])["PrimaryContainer"]
     assert "-cpu-" in container["Image"]  # serverless endpoints have no GPU
+    # One CLIP in the endpoint's memory, not one per host CPU (see sm.MODEL_SERVER_WORKERS).
+    assert container["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
 
     # A new size makes a new config and switches the endpoint to it. moto has no UpdateEndpoint, so
     # that one call is recorded by a proxy in front of the moto client.
@@ -326,3 +468,99 @@ def test_jobs_entry_point_is_the_cli_command() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.transform is transform
+
+
+# ---------------------------------------------------------------- where transform outputs land
+
+TAG = "model-1"
+WORK = WorkLayout("_mediasearch")
+
+
+def manifest(name: str) -> str:
+    return f"{WORK.manifests_dir}images-{name}.jsonl"
+
+
+def test_done_detection_follows_the_documented_rule_and_finds_outputs_elsewhere(
+    aws_env: str, s3_bucket: str
+) -> None:
+    """TransformOutput.S3OutputPath (SageMaker API reference): the output of an input object is stored
+    "with an .out suffix in a corresponding subfolder in the location in the output prefix", i.e.
+    S3OutputPath + the key relative to the input prefix + .out for S3Prefix input. No page says what
+    "relative" means for a ManifestFile input, so an output found by its file name deeper under the
+    output prefix (e.g. under the manifest's whole key) also counts as done, and as progress."""
+    store = S3Store(s3_bucket, "media")
+    for name in ("a", "b", "c", "d"):
+        store.put(manifest(name), b'{"id": "x", "uri": "s3://b/k"}\n')
+    documented = WORK.output(manifest("a"), TAG)
+    assert documented == f"_mediasearch/outputs/{TAG}/images-a.jsonl.out"
+    nested = f"_mediasearch/outputs/{TAG}/media/_mediasearch/manifests/images-b.jsonl.out"
+    for key in (documented, nested, "_mediasearch/outputs/model-2/images-c.jsonl.out"):
+        store.put(key, b"")
+    plan = sm.plan_transform(store, WORK, TAG, "job-1")
+    assert plan.done == [manifest("a"), manifest("b")]
+    assert plan.outputs == {manifest("a"): documented, manifest("b"): nested}
+    assert plan.pending == [manifest("c"), manifest("d")] and plan.data_type == "ManifestFile"
+    # The documented rule on the ManifestFile side: entries relative to the manifests prefix, so the
+    # same rule gives the same keys as layout.output() whichever input type the job gets.
+    listing = json.loads(store.get(WORK.job_manifest("job-1")))
+    assert listing[0] == {"prefix": plan.manifests_uri} and listing[1:] == [
+        "images-c.jsonl",
+        "images-d.jsonl",
+    ]
+    assert plan.output_uri + listing[1] + ".out" == store.uri(WORK.output(manifest("c"), TAG))
+
+    probe = sm.count_outputs(store, WORK, TAG, plan.pending)
+    assert probe() == 0
+    store.put(f"_mediasearch/outputs/{TAG}/jobs/x/images-c.jsonl.out", b"")
+    assert probe() == 1
+    store.put(WORK.output(manifest("d"), TAG), b"")
+    assert probe() == 2
+
+
+def test_find_outputs_prefers_the_documented_key() -> None:
+    documented = WORK.output(manifest("a"), TAG)
+    elsewhere = f"_mediasearch/outputs/{TAG}/x/images-a.jsonl.out"
+    other_model = "_mediasearch/outputs/model-2/images-b.jsonl.out"
+    found = sm.find_outputs(WORK, TAG, [manifest("a"), manifest("b")], [elsewhere, documented, other_model])
+    assert found == {manifest("a"): documented}
+
+
+class OutputsElsewhere:
+    """A launcher whose job writes its outputs under the manifests' whole keys, as a ManifestFile job
+    might; wait_transform plays the job."""
+
+    def __init__(self, store: S3Store, tag: str) -> None:
+        self.store = store
+        self.tag = tag
+        self.progress: list[int] = []
+
+    def ensure_model(self, name: str, *args: object) -> str:
+        return name
+
+    def start_transform(self, request: dict) -> str:
+        return request["TransformJobName"]
+
+    def wait_transform(self, name: str, *, finished, total: int, **kwargs: object) -> dict:
+        self.progress.append(finished())
+        for key in [o.key for o in self.store.list(WORK.manifests_dir)]:
+            out = f"{WORK.outputs_dir(self.tag)}media/{key}.out"
+            self.store.put(out, b"")
+        self.progress.append(finished())
+        return {"TransformJobStatus": "Completed"}
+
+
+def test_transform_step_hands_the_loader_the_outputs_where_they_are(aws_env: str, s3_bucket: str) -> None:
+    from mediasearch.aws.batch import SageMakerModel, SageMakerTransform
+
+    store = S3Store(s3_bucket, "media")
+    for name in ("a", "b"):
+        store.put(manifest(name), b'{"id": "x", "uri": "s3://b/k"}\n')
+    model = SageMakerModel(f"s3://{s3_bucket}/models/clip/abc/model.tar.gz", "image", ROLE)
+    launcher = OutputsElsewhere(store, model.output_tag)
+    step = SageMakerTransform(store, WORK, launcher, model, "job-1", progress=False)  # type: ignore[arg-type]
+    report = step.run()
+    assert launcher.progress == [0, 2]
+    assert report.outputs == [
+        f"{WORK.outputs_dir(model.output_tag)}media/{manifest(name)}.out" for name in ("a", "b")
+    ]
+    assert all(store.exists(key) for key in report.outputs)

@@ -88,7 +88,7 @@ class SageMakerTransform:
         report = TransformReport(
             manifests=len(plan.pending),
             skipped_manifests=len(plan.done),
-            outputs=[self.layout.output(k, tag) for k in plan.done],
+            outputs=[plan.outputs[k] for k in plan.done],
         )
         if plan.empty:
             return report
@@ -110,16 +110,20 @@ class SageMakerTransform:
         )
         if not self.wait:
             return report
-        expected = [self.layout.output(k, tag) for k in plan.pending]
         job = self.launcher.wait_transform(
             self.job,
             poll_s=self.poll_s,
-            total=len(expected),
-            finished=sm.count_outputs(self.store, expected),
+            total=len(plan.pending),
+            finished=sm.count_outputs(self.store, self.layout, tag, plan.pending),
             progress=self.progress,
         )
         self.notify(f"transform job {self.job}: {job['TransformJobStatus']}")
-        report.outputs = sorted(report.outputs + expected)
+        # Where the outputs really are (see sm.find_outputs); a manifest without one is still listed at
+        # its documented key, so the loader reports it missing rather than skipping it silently.
+        listed = (o.key for o in self.store.list(self.layout.outputs_dir(tag)))
+        found = sm.find_outputs(self.layout, tag, plan.pending, listed)
+        written = [found.get(k, self.layout.output(k, tag)) for k in plan.pending]
+        report.outputs = sorted(report.outputs + written)
         return report
 
 

@@ -14,16 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from tqdm import tqdm
 
-from mediasearch.core.layout import WorkLayout
+from mediasearch.core.layout import OUTPUT_SUFFIX, WorkLayout
 from mediasearch.core.storage import S3Store
 
 # AWS Deep Learning Containers: PyTorch inference for SageMaker (TorchServe + the SageMaker inference
@@ -35,7 +36,24 @@ PYTORCH_INFERENCE_TAG = {
     "gpu": "2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker",
 }
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Stopped"})
-TERMINAL_ENDPOINT_STATES = frozenset({"InService", "Failed", "OutOfService"})
+# EndpointStatus (botocore's sagemaker service-2.json): these five change by themselves; every other
+# state stays until someone acts (InService; Failed; OutOfService; UpdateRollbackFailed, "in service
+# with a mix of the old and new endpoint configurations"). Listing the moving states rather than the
+# final ones means a state AWS adds later ends the wait instead of polling until the timeout.
+TRANSITIONAL_ENDPOINT_STATES = frozenset(
+    {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+)
+
+# TransformJobName, EndpointName and EndpointConfigName (botocore's sagemaker service-2.json):
+# at most 63 characters matching [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}: no `_` or `.`, no edge hyphens.
+NAME_MAX = 63
+_NOT_IN_NAMES = re.compile(r"[^a-zA-Z0-9]+")
+
+# The Hugging Face DLCs serve with sagemaker-huggingface-inference-toolkit, whose handler service
+# passes output_fn's value to the model server as it is: the handlers' `(bytes, content type)` pair
+# becomes a 503 ("Unsupported model output data type") instead of being unpacked as the PyTorch
+# toolkit does (sagemaker_inference/transformer.py). Their ECR repositories are huggingface-*.
+_HUGGING_FACE_DLC = re.compile(r"\.amazonaws\.com(\.cn)?/huggingface-[^/:@]*([:@]|$)")
 
 
 class SageMakerError(RuntimeError):
@@ -60,9 +78,33 @@ def model_name_for(
     return f"{prefix}-{digest[:12]}"
 
 
+def sagemaker_name(prefix: str, suffix: str) -> str:
+    """`prefix-suffix` as a valid SageMaker name: the prefix loses what names cannot hold (runs of
+    other characters become one `-`) and is cut to fit, never the suffix, which is what keeps two
+    names apart (a job's timestamp, a config's digest and sizes)."""
+    suffix = _NOT_IN_NAMES.sub("-", suffix).strip("-")
+    if not suffix or len(suffix) > NAME_MAX:
+        raise ValueError(f"a SageMaker name suffix must be 1-{NAME_MAX} name characters, got {suffix!r}")
+    room = NAME_MAX - len(suffix) - 1
+    head = _NOT_IN_NAMES.sub("-", prefix).strip("-")[:room].rstrip("-")
+    return f"{head}-{suffix}" if head else suffix
+
+
 def job_name(prefix: str = "mediasearch-clip", now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    return f"{prefix}-{stamp}"[:63]
+    """A TransformJobName unique per second: `prefix` made valid (a collection may hold `_`) and cut so
+    the timestamp always survives (the name must be unique in the account and region)."""
+    return sagemaker_name(prefix, (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S"))
+
+
+def unsupported_image(image: str) -> str | None:
+    """Why the handlers cannot run in `image`, or None when nothing is known against it."""
+    if _HUGGING_FACE_DLC.search(image):
+        return (
+            f"{image} is a Hugging Face inference container: its handler service sends output_fn's "
+            "(body, content type) pair to the model server unpacked, which answers 503. Use the PyTorch "
+            "inference DLC (the default) or an image built on it."
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,8 +120,23 @@ class TransformSettings:
     invocation_retries: int = 1
 
 
+# TorchServe workers per model, each loading its own copy of the model. Unset, the toolkit writes no
+# `default_workers_per_model` and TorchServe starts one per GPU or else one per CPU it sees, which is
+# the host's count because the toolkit runs the JVM with -XX:-UseContainerSupport: on a serverless
+# endpoint that is several CLIPs in a 6 GB memory limit, each loaded during the cold start. One is
+# enough everywhere: the endpoint scales by MaxConcurrency (more instances), and a transform instance
+# gets MaxConcurrentTransforms requests at a time (1, see TransformSettings), each of which the
+# handler already batches on the model while threads fetch and decode the next images.
+MODEL_SERVER_WORKERS = 1
+
+
 def model_environment(
-    region: str, *, batch_size: int, decode_workers: int, max_image_pixels: int
+    region: str,
+    *,
+    batch_size: int,
+    decode_workers: int,
+    max_image_pixels: int,
+    workers: int = MODEL_SERVER_WORKERS,
 ) -> dict[str, str]:
     """The SageMaker model's container environment: the toolkit's variables, and the MEDIASEARCH_*
     settings the handler reads when it loads (the callers take them from `Settings`)."""
@@ -88,6 +145,7 @@ def model_environment(
         "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": region,
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
         # A 1000-line response of 512-d vectors is ~6 MB, TorchServe's default response limit.
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": "900",
         "TS_MAX_RESPONSE_SIZE": str(64 * 1024 * 1024),
@@ -107,6 +165,7 @@ class TransformPlan:
     output_uri: str  # s3://bucket/.../outputs/
     pending: list[str] = field(default_factory=list)  # store keys of manifests without an output
     done: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # done manifest -> where its output was found
     data_type: str = "S3Prefix"  # or ManifestFile when only some objects under the prefix are input
     input_uri: str = ""  # the prefix, or the SageMaker manifest file listing `pending`
 
@@ -115,20 +174,56 @@ class TransformPlan:
         return not self.pending
 
 
+def find_outputs(
+    layout: WorkLayout, tag: str, manifest_keys: Iterable[str], listed: Iterable[str]
+) -> dict[str, str]:
+    """Of `manifest_keys`, those with an output among `listed` (keys under `outputs/<tag>/`), and where.
+
+    The documented rule (TransformOutput.S3OutputPath, for S3Prefix input) puts the output of
+    `<input prefix>/<rel>` at `S3OutputPath/<rel>.out`, which is `layout.output()`; that key is looked
+    for first. For a ManifestFile input no AWS page says what `<rel>` is (the entry as listed, or the
+    whole key?), so an output at another depth under the prefix with the manifest's relative path, or
+    failing that its file name, is accepted too: a job whose outputs land elsewhere is then neither
+    re-run nor missed by the loader. docs/deploy.md asks for a listing after the first real job.
+    """
+    keys = [k for k in listed if layout.is_output(k) and k.startswith(layout.outputs_dir(tag))]
+    present = set(keys)
+    by_suffix: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        name = key.rsplit("/", 1)[-1]
+        by_suffix.setdefault(name, []).append(key)
+    found: dict[str, str] = {}
+    for manifest in manifest_keys:
+        expected = layout.output(manifest, tag)
+        if expected in present:
+            found[manifest] = expected
+            continue
+        rel = layout.manifest_relpath(manifest) + OUTPUT_SUFFIX
+        candidates = by_suffix.get(rel.rsplit("/", 1)[-1], [])
+        nested = [k for k in candidates if k.endswith("/" + rel)]
+        if nested or candidates:
+            found[manifest] = (nested or candidates)[0]
+    return found
+
+
 def plan_transform(store: S3Store, layout: WorkLayout, tag: str, name: str) -> TransformPlan:
     """Skip manifests with an output for this model already; use a manifest file unless all are pending.
 
     A plain S3Prefix input sends every object under the prefix, so it is used only when that is
     exactly the work to do; otherwise a SageMaker manifest file lists the pending manifests alone.
-    Outputs land in the layout's `outputs/<tag>/`, the same keys the local runner writes.
+    Outputs land in the layout's `outputs/<tag>/`, the same keys the local runner writes (see
+    `find_outputs` for where else they are looked for).
     """
     plan = TransformPlan(
         manifests_uri=store.uri(layout.manifests_dir.rstrip("/")) + "/",
         output_uri=store.uri(layout.outputs_dir(tag).rstrip("/")) + "/",
     )
     objects = [o.key for o in store.list(layout.manifests_dir)]
-    for key in sorted(k for k in objects if layout.is_manifest(k)):
-        (plan.done if store.exists(layout.output(key, tag)) else plan.pending).append(key)
+    manifests = sorted(k for k in objects if layout.is_manifest(k))
+    # One listing of the output prefix instead of a HEAD per manifest.
+    plan.outputs = find_outputs(layout, tag, manifests, (o.key for o in store.list(layout.outputs_dir(tag))))
+    for key in manifests:
+        (plan.done if key in plan.outputs else plan.pending).append(key)
     if plan.empty:
         return plan
     if len(plan.pending) == len(objects):
@@ -207,7 +302,13 @@ class SageMakerLauncher:
     def ensure_model(
         self, name: str, model_data: str, image: str, role_arn: str, environment: dict[str, str]
     ) -> str:
-        """Create the model unless one of that name exists (names are content-derived)."""
+        """Create the model unless one of that name exists (names are content-derived).
+
+        Raises `SageMakerError` for an image the handlers cannot run in (see `unsupported_image`).
+        """
+        problem = unsupported_image(image)
+        if problem:
+            raise SageMakerError(problem)
         try:
             self.client.describe_model(ModelName=name)
             return name
@@ -263,7 +364,7 @@ class SageMakerLauncher:
         self, endpoint: str, model_name: str, memory_mb: int = 6144, max_concurrency: int = 5
     ) -> str:
         """Create or update a serverless endpoint serving `model_name`; returns its config name."""
-        config = f"{endpoint}-{model_name.rsplit('-', 1)[-1]}-{memory_mb}-{max_concurrency}"[:63]
+        config = sagemaker_name(endpoint, f"{model_name.rsplit('-', 1)[-1]}-{memory_mb}-{max_concurrency}")
         try:
             self.client.describe_endpoint_config(EndpointConfigName=config)
         except Exception as exc:
@@ -295,12 +396,14 @@ class SageMakerLauncher:
         while True:
             desc = self.client.describe_endpoint(EndpointName=endpoint)
             status = desc["EndpointStatus"]
-            if status in TERMINAL_ENDPOINT_STATES:
+            if status not in TRANSITIONAL_ENDPOINT_STATES:
                 break
             if time.monotonic() > deadline:
                 raise SageMakerError(f"endpoint {endpoint} still {status} after {timeout_s:.0f}s")
             self.sleep(poll_s)
         if status != "InService":
+            # UpdateRollbackFailed still serves, from a mix of old and new configurations, so it is no
+            # success either: it needs another UpdateEndpoint (or a delete) by hand.
             raise SageMakerError(
                 f"endpoint {endpoint} is {status}: {desc.get('FailureReason', 'no reason given')}"
             )
@@ -323,13 +426,14 @@ class SageMakerLauncher:
             raise
 
 
-def count_outputs(store: S3Store, output_keys: Sequence[str]) -> Callable[[], int]:
-    """A progress probe: how many of the expected `.out` objects exist now."""
-    expected = set(output_keys)
+def count_outputs(
+    store: S3Store, layout: WorkLayout, tag: str, manifest_keys: Sequence[str]
+) -> Callable[[], int]:
+    """A progress probe: how many of `manifest_keys` have an output now (found as `find_outputs` does)."""
+    wanted = list(manifest_keys)
 
     def probe() -> int:
-        prefixes = {k.rsplit("/", 1)[0] + "/" for k in expected}
-        present = {o.key for p in prefixes for o in store.list(p)}
-        return len(expected & present)
+        listed = (o.key for o in store.list(layout.outputs_dir(tag)))
+        return len(find_outputs(layout, tag, wanted, listed))
 
     return probe
