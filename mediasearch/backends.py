@@ -250,13 +250,19 @@ def sagemaker_clip_handler(model_dir: str) -> ClipHandler:
     from the SageMaker model's environment, read when the container loads the model.
 
     Captions have their own model and endpoint (`model_handlers/captioning`), whatever
-    MEDIASEARCH_CAPTIONS says.
+    MEDIASEARCH_CAPTIONS says. Refuses a container that cannot serve (`aws.container`) first.
     """
+    from mediasearch.aws.container import check_serving_container
+
+    check_serving_container()
     return clip_handler(Settings(clip_model=model_dir), captions=False)
 
 
 def sagemaker_caption_handler(model_dir: str) -> ClipHandler:
     """`model_fn` of `model_handlers/captioning`, read like `sagemaker_clip_handler`."""
+    from mediasearch.aws.container import check_serving_container
+
+    check_serving_container()
     return caption_handler(Settings(caption_model=model_dir))
 
 

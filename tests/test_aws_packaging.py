@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -11,10 +12,16 @@ from pathlib import Path
 
 import boto3
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from typer.testing import CliRunner
 
+from mediasearch import backends
+from mediasearch.aws import container
 from mediasearch.aws.packaging import PackagingError, build_model_archive, handler_dir
+from mediasearch.aws.sagemaker import PYTORCH_INFERENCE_TAG
 from mediasearch.cli import app
+from mediasearch.indexing.handler import EntryPoints
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,58 @@ def test_requirements_never_replace_the_container_torch(archive) -> None:
     names = {n for n in names if not n.startswith("#")}
     assert "transformers" in names and "pydantic-settings" in names
     assert "torch" not in names
+
+
+@pytest.mark.parametrize("handler", ["clip", "captioning"])
+def test_transformers_is_pinned_to_a_release_that_uses_the_container_torch(handler: str) -> None:
+    """The toolkit pip-installs code/requirements.txt at every container start
+    (sagemaker-pytorch-inference-toolkit torchserve.py: start_torchserve -> _install_requirements), so
+    a range (`>=5.0,<6`) installs whatever 5.x is newest that day. transformers' is_torch_available()
+    returns False below its torch floor (import_utils.py, 5.23.0: torch>=2.6), and the DLC's torch is
+    2.6.0 (deep-learning-containers pytorch/inference/docker/2.6/py3/Dockerfile.cpu). So: one exact
+    pin, the release these tests run, whose declared torch requirement the DLC's torch meets."""
+    lines = [ln.strip() for ln in (handler_dir(handler) / "requirements.txt").read_text().splitlines()]
+    (pin,) = [ln for ln in lines if ln.startswith("transformers")]
+    name, _, version = pin.partition("==")
+    assert name == "transformers" and version, f"{pin!r} is not an exact pin"
+    tested = importlib.metadata.version("transformers")
+    assert version == tested, f"requirements pin {version}, the tests run {tested}: test and re-pin together"
+    floor = SpecifierSet(container._torch_requirement())
+    dlc_torch = Version(PYTORCH_INFERENCE_TAG["cpu"].split("-")[0])
+    assert dlc_torch == Version(PYTORCH_INFERENCE_TAG["gpu"].split("-")[0]) == Version("2.6.0")
+    assert dlc_torch in floor, f"transformers {version} wants torch{floor}, the DLC has {dlc_torch}"
+
+
+def test_model_fn_stops_with_the_reason_when_transformers_cannot_use_torch(
+    tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a transformers release with a higher torch floor does in the 2.6 container: PyTorch is
+    disabled at import (is_torch_available() False, a log line only). model_fn says so at once."""
+    import transformers.utils
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(transformers.utils, "is_torch_available", lambda: False)
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "2.5.1" if name == "torch" else real_version(name)
+    )
+    entry = EntryPoints(backends.sagemaker_clip_handler)
+    with pytest.raises(container.ContainerError, match=r"cannot use torch 2\.5\.1: it needs torch>=2\.6"):
+        entry.model_fn(str(tiny_clip_dir))
+    with pytest.raises(container.ContainerError, match=r"requirements\.txt"):
+        EntryPoints(backends.sagemaker_caption_handler).model_fn(str(tiny_clip_dir))
+    assert entry.handler is None
+
+
+def test_model_fn_refuses_the_hugging_face_toolkit(
+    tiny_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a Hugging Face DLC the toolkit package is importable; its handler service would send the
+    handlers' (bytes, content type) tuple to the model server as is (a 503 for every request)."""
+    (tmp_path / container.HUGGING_FACE_TOOLKIT).mkdir()
+    (tmp_path / container.HUGGING_FACE_TOOLKIT / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(container.ContainerError, match="Hugging Face inference toolkit"):
+        EntryPoints(backends.sagemaker_clip_handler).model_fn(str(tiny_clip_dir))
 
 
 def test_reproducible(archive, tiny_clip_dir: Path, tmp_path: Path) -> None:
