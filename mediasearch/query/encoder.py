@@ -7,6 +7,7 @@ the model). Both speak the handler's JSON contract, so one model artefact serves
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -103,7 +104,10 @@ class SageMakerEncoder(QueryEncoder):
         if client is None:
             import boto3
 
-            client = boto3.client("sagemaker-runtime")
+            # botocore takes the region from AWS_DEFAULT_REGION or the config file only, never from
+            # AWS_REGION (configprovider.py), and sagemaker-runtime has no global endpoint: with only
+            # AWS_REGION set, a client without region_name raises NoRegionError.
+            client = boto3.client("sagemaker-runtime", region_name=os.environ.get("AWS_REGION") or None)
         # A boto3 client, or a stand-in in tests; typed loosely so boto3's stubs stay optional.
         self.client: Any = client
 
