@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mediasearch.core.model_identity import identify
 from mediasearch.encoders import onnx_cache
 from mediasearch.encoders.onnx_cache import (
     OnnxCacheError,
     export_dir,
+    export_identity,
+    export_slug,
     is_export_dir,
-    model_identity,
     publish,
     read_meta,
 )
@@ -90,7 +92,9 @@ def test_export_folder_holds_everything_the_runtime_needs(export: Path, tiny_cli
     assert {"tokenizer.json", "meta.json"} <= names
     assert names & {"preprocessor_config.json", "processor_config.json"}
     assert meta["opset"] == 17 and meta["dim"] == 16 and meta["max_text_tokens"] == 77
-    assert meta["identity"]["kind"] == "local" and meta["identity"]["key"].startswith("sha256:")
+    # Keyed and labelled by the identity documents record: one identity for both.
+    assert meta["model_identity"] == identify(str(tiny_clip_dir)).id
+    assert meta["model_identity"].startswith("sha256:") and meta["format"] == onnx_cache.FORMAT_VERSION
     fp32 = meta["agreement"]["fp32_vs_torch"]
     assert fp32["image_min_cosine"] >= 0.9999 and fp32["text_min_cosine"] >= 0.9999
     assert meta["quantisation"]["weight_type"] == "QInt8"
@@ -161,6 +165,36 @@ def test_identity_is_the_checkpoints(export: Path, clip_model: ClipModel, tmp_pa
     assert OnnxClipModel(str(moved), device="cpu").identity.id == clip_model.identity.id
     int8 = OnnxClipModel(str(export), device="cpu", precision="int8")
     assert int8.identity.id == f"{clip_model.identity.id}#onnx-int8"
+
+
+def test_identity_before_the_export_exists_exports_nothing(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    """`mediasearch load` only needs the output folder's name: asking the identity must not export."""
+    model = OnnxClipModel(str(tiny_clip_dir), device="cpu", cache_dir=tmp_path / "empty", auto_export=False)
+    assert model.identity.id == identify(str(tiny_clip_dir)).id and model.folder is None
+    int8 = OnnxClipModel(str(tiny_clip_dir), precision="int8", cache_dir=tmp_path / "empty", auto_export=False)
+    assert int8.identity.id == f"{identify(str(tiny_clip_dir)).id}#onnx-int8"
+    assert not (tmp_path / "empty").exists()
+
+
+def test_a_checkpoint_folder_carries_its_export(export: Path, tiny_clip_dir: Path, tmp_path: Path) -> None:
+    """model.tar.gz's layout: weights at the root, the export in onnx/. The runtime uses that export
+    (no cache, no torch needed), and the folder keeps the checkpoint's identity."""
+    packaged = shutil.copytree(tiny_clip_dir, tmp_path / "opt" / "ml" / "model")
+    shutil.copytree(export, packaged / "onnx")
+    assert identify(str(packaged)).id == identify(str(tiny_clip_dir)).id  # onnx/ is not hashed
+    model = OnnxClipModel(str(packaged), device="cpu", cache_dir=tmp_path / "empty", auto_export=False)
+    assert model.load().folder == packaged / "onnx"
+    assert model.identity.id == identify(str(tiny_clip_dir)).id
+    assert not (tmp_path / "empty").exists()
+
+    # Weights changed after packaging: the shipped graphs are another model's, so they are not used.
+    weights = packaged / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    stale = OnnxClipModel(str(packaged), device="cpu", cache_dir=tmp_path / "empty", auto_export=False)
+    with pytest.raises(OnnxModelError, match="no ONNX export"):
+        stale.load()
 
 
 def test_lazy_load_per_tower(export: Path) -> None:
@@ -254,13 +288,13 @@ def test_second_export_reuses_the_cache(
 def test_identity_is_content_not_path(tiny_clip_dir: Path, tmp_path: Path) -> None:
     moved = tmp_path / "opt" / "ml" / "model"
     shutil.copytree(tiny_clip_dir, moved)
-    a = model_identity(str(tiny_clip_dir), cache_dir=tmp_path / "c")
-    b = model_identity(str(moved), cache_dir=tmp_path / "c")
-    assert a == b and a.kind == "local" and str(tmp_path) not in a.key
+    a = export_identity(str(tiny_clip_dir), digest_cache=tmp_path / "c")
+    b = export_identity(str(moved), digest_cache=tmp_path / "c")
+    assert a.id == b.id and a.id.startswith("sha256:") and str(tmp_path) not in a.id
     assert export_dir(a, tmp_path) == export_dir(b, tmp_path)
 
     other = build_random_clip(tmp_path / "other", size="tiny", seed=1)  # same shapes, other weights
-    assert model_identity(str(other), cache_dir=tmp_path / "c") != a
+    assert export_identity(str(other), digest_cache=tmp_path / "c").id != a.id
 
     # The digest memo is keyed by size and mtime: rewriting a file with other bytes is noticed.
     weights = moved / "model.safetensors"
@@ -268,7 +302,7 @@ def test_identity_is_content_not_path(tiny_clip_dir: Path, tmp_path: Path) -> No
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(1, 1))
-    assert model_identity(str(moved), cache_dir=tmp_path / "c") != a
+    assert export_identity(str(moved), digest_cache=tmp_path / "c").id != a.id
 
 
 def test_hub_identity_is_the_commit_from_the_local_cache(
@@ -281,15 +315,17 @@ def test_hub_identity_is_the_commit_from_the_local_cache(
     (repo / "snapshots" / commit).mkdir(parents=True)
     (repo / "snapshots" / commit / "config.json").write_text("{}")
 
-    ident = model_identity("org/clip", hf_cache_dir=tmp_path / "hub")
-    assert (ident.kind, ident.repo_id, ident.revision) == ("hub", "org/clip", commit)
-    assert ident.key == f"hub:org/clip@{commit}" and ident.slug == "org--clip--0123456789ab"
+    ident = export_identity("org/clip", hf_cache_dir=tmp_path / "hub")
+    assert ident.id == f"hub:org/clip@{commit}" and export_slug(ident) == "org--clip--0123456789ab"
     other = "f" * 40
-    assert model_identity("org/clip", revision=other).revision == other  # an explicit commit is taken as is
+    # An explicit commit is taken as is.
+    assert export_identity("org/clip", revision=other).id == f"hub:org/clip@{other}"
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OnnxCacheError, match="HF_HUB_OFFLINE"):
-        model_identity("org/not-cached", hf_cache_dir=tmp_path / "hub")
+        export_identity("org/not-cached", hf_cache_dir=tmp_path / "hub")
+    with pytest.raises(OnnxCacheError, match="needs a checkpoint digest or a hub commit"):
+        export_slug(identify("org/not-cached"))  # documents may name a hub id alone; exports may not
 
 
 def test_unusable_folders_are_not_exports(export: Path, tiny_clip_dir: Path, tmp_path: Path) -> None:
@@ -426,12 +462,11 @@ def test_providers_follow_the_device_setting() -> None:
         providers_for("tpu")
 
 
-def test_default_cache_dir_is_overridable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MEDIASEARCH_ONNX_CACHE", str(tmp_path / "x"))
-    assert onnx_cache.default_cache_dir() == tmp_path / "x"
-    monkeypatch.delenv("MEDIASEARCH_ONNX_CACHE")
+def test_default_export_root_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # MEDIASEARCH_ONNX_CACHE is a setting, passed in by backends (tests/test_settings.py); only the
+    # fallback is decided here.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert onnx_cache.default_cache_dir() == tmp_path / "xdg" / "mediasearch" / "onnx"
+    assert onnx_cache.default_export_root() == tmp_path / "xdg" / "mediasearch" / "onnx"
 
 
 def test_only_old_staging_folders_are_swept(tmp_path: Path) -> None:

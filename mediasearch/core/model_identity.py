@@ -9,7 +9,13 @@ to `/opt/ml/model`, and the same weights copied elsewhere are still the same mod
   what `from_pretrained` reads; without a cached snapshot, by the id alone (`hub:<id>`).
 
 Hashing a ViT-B/32 checkpoint (~600 MB) takes about a second, so the digest of a directory is cached
-under the user's cache folder, keyed by each file's size and modification time.
+under the cache folder (the `cache_dir` setting, passed in), keyed by each file's size and modification
+time.
+
+The ONNX backend keys its exports by this same identity (`require_revision=True`: an export of a hub
+model must name the commit it was made from, since `main` moves). An export shipped inside a checkpoint
+folder (`onnx/`, as in model.tar.gz) is derived from the checkpoint, not part of it, so it is skipped:
+the packaged folder keeps the checkpoint's identity.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +31,13 @@ from pathlib import Path
 # What decides a model's outputs: its config and its weights. Tokenizer and processor files matter
 # too (a different vocabulary gives different text vectors), so they are hashed as well.
 IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".onnx")
+EXPORT_SUBDIR = "onnx"  # where a checkpoint folder carries its own ONNX export (not hashed)
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _LOCK = threading.Lock()
+
+
+class ModelIdentityError(ValueError):
+    """The identity cannot be established (e.g. a hub model's commit, offline and not cached)."""
 
 
 @dataclass(frozen=True)
@@ -40,20 +53,27 @@ class ModelIdentity:
         return hashlib.sha1(self.id.encode("utf-8")).hexdigest()[:10]
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("MEDIASEARCH_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "mediasearch" if base else Path.home() / ".cache" / "mediasearch"
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/mediasearch`, else `~/.cache/mediasearch`: where no cache folder is configured."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return Path(base).expanduser() / "mediasearch" if base else Path.home() / ".cache" / "mediasearch"
 
 
 def _identity_files(directory: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and not any(part.startswith(".") for part in p.parts)
-    )
+    def counted(p: Path) -> bool:
+        # Relative parts only: a checkpoint under a hidden folder (~/.cache/...) is still hashed.
+        parts = p.relative_to(directory).parts
+        return (
+            p.is_file()
+            and p.suffix in IDENTITY_SUFFIXES
+            and parts[0] != EXPORT_SUBDIR
+            and not any(part.startswith(".") for part in parts)
+        )
+
+    return sorted(p for p in directory.rglob("*") if counted(p))
 
 
-def directory_digest(directory: Path) -> str:
+def directory_digest(directory: Path, cache_dir: str | Path | None = None) -> str:
     """SHA-256 over the names and bytes of a model folder's identity files (cached by size + mtime)."""
     files = _identity_files(directory)
     if not files:
@@ -63,7 +83,7 @@ def directory_digest(directory: Path) -> str:
             [[str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
         ).encode()
     ).hexdigest()
-    cache_file = cache_dir() / "model-digests.json"
+    cache_file = Path(cache_dir or default_cache_dir()) / "model-digests.json"
     with _LOCK:
         cached = _read_cache(cache_file)
         if stamp in cached:
@@ -100,21 +120,81 @@ def _write_cache(path: Path, data: dict[str, str]) -> None:
         pass  # a read-only home only costs the hashing next time
 
 
-def hub_revision(repo_id: str) -> str | None:
-    """The commit of the cached snapshot `from_pretrained` would load, or None when none is cached."""
+def hub_revision(
+    repo_id: str, revision: str | None = None, hf_cache_dir: str | Path | None = None
+) -> str | None:
+    """The commit of the cached snapshot `from_pretrained` would load (at `revision`, default `main`),
+    or None when none is cached. A full commit sha is taken as is."""
+    if revision and _COMMIT.match(revision):
+        return revision
     try:
         from huggingface_hub import snapshot_download
 
-        path = snapshot_download(repo_id, local_files_only=True)
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            local_files_only=True,
+            cache_dir=str(hf_cache_dir) if hf_cache_dir else None,
+        )
     except Exception:  # not cached, or no hub library: the id alone will have to do
         return None
     return Path(path).name or None
 
 
-def identify(source: str) -> ModelIdentity:
-    """The identity of the model at `source` (a local directory or a hub id)."""
+def _hub_commit_online(repo_id: str, revision: str | None) -> str:
+    """Ask the hub for the commit `revision` points at, unless HF_HUB_OFFLINE forbids it."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        raise ModelIdentityError(
+            f"cannot resolve the commit of {repo_id!r} (revision {revision or 'main'}): it is not in the "
+            "local hub cache and HF_HUB_OFFLINE is set. Download it once, or point the model setting at an "
+            "export folder or a local checkpoint directory."
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(repo_id, revision=revision).sha
+    except Exception as exc:  # any hub failure means the same thing here: no identity
+        raise ModelIdentityError(f"cannot resolve the commit of {repo_id!r} on the hub: {exc}") from exc
+    if not sha:
+        raise ModelIdentityError(f"the hub gave no commit for {repo_id!r} at {revision or 'main'}")
+    return sha
+
+
+def identify(
+    source: str,
+    revision: str | None = None,
+    *,
+    require_revision: bool = False,
+    cache_dir: str | Path | None = None,
+    hf_cache_dir: str | Path | None = None,
+) -> ModelIdentity:
+    """The identity of the model at `source` (a local directory or a hub id).
+
+    `revision`: a hub branch, tag or commit (default: what `main` points at). `require_revision`: a hub
+    id must resolve to a commit (from the local hub cache, else the hub), or `ModelIdentityError`; what
+    keys a derived artefact such as an ONNX export needs. `cache_dir`: where directory digests are
+    remembered (default `default_cache_dir()`).
+    """
     local = Path(source).expanduser()
     if local.is_dir():
-        return ModelIdentity(id=f"sha256:{directory_digest(local)[:32]}", source=str(local.resolve()))
-    revision = hub_revision(source)
-    return ModelIdentity(id=f"hub:{source}@{revision}" if revision else f"hub:{source}", source=source)
+        digest = directory_digest(local, cache_dir)
+        return ModelIdentity(id=f"sha256:{digest[:32]}", source=str(local.resolve()))
+    if require_revision:
+        _check_hub_id(source)
+    commit = hub_revision(source, revision, hf_cache_dir)
+    if commit is None and require_revision:
+        commit = _hub_commit_online(source, revision)
+    return ModelIdentity(id=f"hub:{source}@{commit}" if commit else f"hub:{source}", source=source)
+
+
+def _check_hub_id(source: str) -> None:
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(source)
+    except ImportError:  # no hub library: the lookups below fail with their own message
+        return
+    except ValueError as exc:  # HFValidationError
+        raise ModelIdentityError(
+            f"{source!r} is neither a local directory nor a valid hub id: {exc}"
+        ) from None

@@ -4,9 +4,10 @@
 `embed_images`, `embed_texts`), so the transform runner, the SageMaker handler and the query side can
 take either. Like the torch models it loads on first use (Immich-ML style): creating one is free.
 
-What it loads is an export folder (see `mediasearch.encoders.onnx_cache`): either `name` itself is one
-(what a model.tar.gz or a Lambda image carries), or `name` is a hub id or checkpoint directory whose
-export is looked up by identity in the cache, and made there on first use when torch is installed.
+What it loads is an export folder (see `mediasearch.encoders.onnx_cache`): `name` itself (what a Lambda
+image carries), the `onnx/` folder inside a checkpoint directory (what model.tar.gz carries), or, for
+any hub id or checkpoint directory, the export of its identity in the cache, made there on first use
+when torch is installed.
 
 Tokenising uses the `tokenizers` library on the checkpoint's tokenizer.json; image preprocessing is
 CLIP's (shortest side to the configured size, bicubic; centre crop; rescale; normalise) in PIL and
@@ -28,15 +29,16 @@ from typing import Any, Self
 import numpy as np
 from PIL import Image
 
-from mediasearch.core.model_identity import ModelIdentity
+from mediasearch.core.model_identity import ModelIdentity, identify
 from mediasearch.core.vectors import l2_normalise
 from mediasearch.encoders.onnx_cache import (
     PRECISIONS,
     TOWERS,
     OnnxCacheError,
     export_dir,
+    export_identity,
     is_export_dir,
-    model_identity,
+    packaged_export,
     read_meta,
 )
 
@@ -259,8 +261,10 @@ def resolve_export(
     cache_dir: str | Path | None = None,
     revision: str | None = None,
     auto_export: bool = True,
+    digest_cache: str | Path | None = None,
 ) -> Path:
-    """The export folder for `name`: `name` itself if it is one, else the cached export of its identity.
+    """The export folder for `name`: `name` itself if it is one, the export its checkpoint folder carries
+    (`onnx/`, if it was made from these very weights), else the cached export of its identity.
 
     A missing export is made on first use when `auto_export` and torch is installed; without torch (a
     query Lambda) the error says to run `mediasearch export-onnx` where torch is.
@@ -268,7 +272,13 @@ def resolve_export(
     if is_export_dir(Path(name).expanduser()):
         return Path(name).expanduser()
     try:
-        identity = model_identity(name, revision=revision, cache_dir=cache_dir)
+        packaged = packaged_export(name)
+        if packaged is not None:
+            # Weights edited after packaging would make the shipped graphs another model: check.
+            if read_meta(packaged).get("model_identity") == identify(name, cache_dir=digest_cache).id:
+                return packaged
+            log.warning("%s was exported from other weights than %s's; not using it", packaged, name)
+        identity = export_identity(name, revision, digest_cache)
     except OnnxCacheError as exc:
         raise OnnxModelError(str(exc)) from exc
     folder = export_dir(identity, cache_dir)
@@ -283,7 +293,9 @@ def resolve_export(
             f"no ONNX export of {name!r} at {folder}, and exporting needs torch and transformers "
             f"({exc}); run `mediasearch export-onnx` where they are installed and ship the folder"
         ) from exc
-    return export_clip(name, cache_dir=cache_dir, revision=revision)
+    # Once per model and cache folder, but long (about 15 s for ViT-B/32 on 2 cores): say why we wait.
+    log.warning("exporting %s to ONNX on first use, into %s", name, folder)
+    return export_clip(name, cache_dir=cache_dir, revision=revision, digest_cache=digest_cache)
 
 
 class OnnxClipModel:
@@ -302,6 +314,7 @@ class OnnxClipModel:
         threads: int | None = None,
         auto_export: bool = True,
         spin: bool = False,
+        digest_cache: str | Path | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -313,6 +326,7 @@ class OnnxClipModel:
         self.threads = threads
         self.auto_export = auto_export
         self.spin = spin
+        self.digest_cache = digest_cache
         self._device = device
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
@@ -351,7 +365,7 @@ class OnnxClipModel:
         """Find the export and read what every tower needs (meta, tokenizer, preprocessing); no sessions."""
         if self.folder is not None:
             return
-        folder = resolve_export(self.name, self.cache_dir, self.revision, self.auto_export)
+        folder = resolve_export(self.name, self.cache_dir, self.revision, self.auto_export, self.digest_cache)
         try:
             meta = read_meta(folder)
             if "model_identity" not in meta:
@@ -377,13 +391,18 @@ class OnnxClipModel:
 
     @property
     def identity(self) -> ModelIdentity:
-        """The checkpoint's identity as `ClipModel.identity` gives it, recorded at export.
+        """The checkpoint's identity as `ClipModel.identity` gives it (recorded at export).
 
         fp32 graphs agree with PyTorch to cosine >= 0.9999, so they keep the checkpoint's identity and
         their vectors mix with PyTorch's; int8 vectors move scores by ~1e-3, so they are another model.
+        Before the export is opened it is computed from the checkpoint as ClipModel does, so asking
+        (e.g. `mediasearch load`, which only needs the output folder's name) never exports.
         """
-        meta = self._opened().meta
         suffix = "" if self.precision == "fp32" else f"#onnx-{self.precision}"
+        if self.folder is None and not is_export_dir(Path(self.name).expanduser()):
+            checkpoint = identify(self.name, self.revision, cache_dir=self.digest_cache)
+            return ModelIdentity(id=f"{checkpoint.id}{suffix}", source=checkpoint.source)
+        meta = self._opened().meta
         return ModelIdentity(id=f"{meta['model_identity']}{suffix}", source=str(self.folder))
 
     @property

@@ -30,15 +30,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mediasearch.core.model_identity import ModelIdentity
 from mediasearch.encoders.onnx_cache import (
     FORMAT_VERSION,
     META_NAME,
     RUNTIME_FILES,
-    ModelIdentity,
     export_dir,
+    export_identity,
     export_lock,
     is_export_dir,
-    model_identity,
     onnx_file,
     publish,
     staging_dir,
@@ -123,9 +123,14 @@ def export_clip(
     force: bool = False,
     opset: int = OPSET,
     per_channel: bool = PER_CHANNEL,
+    digest_cache: str | Path | None = None,
 ) -> Path:
-    """Export `name` (hub id or checkpoint directory) unless its export is cached; return the folder."""
-    identity = model_identity(name, revision=revision, cache_dir=cache_dir)
+    """Export `name` (hub id or checkpoint directory) unless its export is cached; return the folder.
+
+    `cache_dir`: the export cache (default `onnx_cache.default_export_root()`); `digest_cache`: where
+    checkpoint digests are remembered (see `core.model_identity.identify`).
+    """
+    identity = export_identity(name, revision, digest_cache)
     final = export_dir(identity, cache_dir)
     if not force and is_export_dir(final):
         return final
@@ -159,16 +164,15 @@ def _remove_stale_staging(final: Path, older_than_s: float = STALE_STAGING_S) ->
 
 def _source(name: str, identity: ModelIdentity) -> tuple[str, dict[str, Any], Path]:
     """(what from_pretrained loads, its kwargs, the local folder holding the runtime files)."""
-    if identity.kind == "local":
-        folder = Path(name).expanduser()
+    folder = Path(name).expanduser()
+    if folder.is_dir():
         return str(folder), {}, folder
     from huggingface_hub import snapshot_download
 
-    assert identity.repo_id is not None
-    files = snapshot_download(
-        identity.repo_id, revision=identity.revision, allow_patterns=list(RUNTIME_FILES)
-    )
-    return identity.repo_id, {"revision": identity.revision}, Path(files)
+    # export_identity resolved the commit: load exactly that one, whatever `main` points at by now.
+    repo_id, _, commit = identity.id.removeprefix("hub:").partition("@")
+    files = snapshot_download(repo_id, revision=commit, allow_patterns=list(RUNTIME_FILES))
+    return repo_id, {"revision": commit}, Path(files)
 
 
 def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, per_channel: bool) -> None:
@@ -195,7 +199,7 @@ def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, 
     image_size = int(model.config.vision_config.image_size)
     max_tokens = int(model.config.text_config.max_position_embeddings)
     files = {p: {t: onnx_file(t, p) for t in ("image", "text")} for p in ("fp32", "int8")}
-    log.info("exporting %s to ONNX (opset %d)", identity.key, opset)
+    log.info("exporting %s to ONNX (opset %d)", identity.id, opset)
     _export_towers(model, tokenizer, staging, files["fp32"], image_size, opset)
     op_types = list(INT8_OP_TYPES)
     for tower in ("image", "text"):
@@ -207,10 +211,9 @@ def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, 
 
     meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
-        "identity": identity.as_dict(),
-        # What documents embedded by this model record (mediasearch.core.model_identity): kept here so
-        # a runtime holding only this folder reports the checkpoint's identity, not the folder's.
-        "model_identity": _document_identity(name, identity),
+        # What documents embedded by this model record, and what keys this folder: kept here so a
+        # runtime holding only this folder reports the checkpoint's identity, not the folder's.
+        "model_identity": identity.id,
         "model_type": model.config.model_type,
         "opset": opset,
         "dim": int(model.config.projection_dim),
@@ -238,14 +241,6 @@ def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, 
     fp32 = meta["agreement"]["fp32_vs_torch"]
     if min(fp32["image_min_cosine"], fp32["text_min_cosine"]) < FP32_MIN_COSINE:
         raise ExportError(f"the fp32 ONNX graphs disagree with PyTorch ({fp32}); the export was discarded")
-
-
-def _document_identity(name: str, identity: ModelIdentity) -> str:
-    if identity.kind == "hub":
-        return f"hub:{identity.repo_id}@{identity.revision}"  # the commit exported, not whatever main is now
-    from mediasearch.core.model_identity import identify
-
-    return identify(name).id
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
