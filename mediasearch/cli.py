@@ -34,7 +34,10 @@ app = typer.Typer(
 
 
 def _settings() -> Settings:
+    from mediasearch.core import failpoints
+
     settings = get_settings()
+    failpoints.arm(settings.failpoint)
     logging.basicConfig(level=settings.log_level or "WARNING", format="%(levelname)s %(name)s: %(message)s")
     return settings
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from mediasearch.core import failpoints
 from mediasearch.core.model_identity import ModelIdentity
 from mediasearch.index.base import IndexError_, VectorIndex
 from mediasearch.index.generations import Generation, GenerationCatalog
@@ -75,11 +76,12 @@ class Collection:
         wait: bool = False,
         timeout_s: float | None = None,
         fresh: bool = False,
+        poll_s: float = 0.2,
     ) -> Iterator[GenerationWrite]:
         """Hold the writer lock and write into `model`'s generation (see the module docstring);
         `fresh`: into a new generation even when the serving one is of `model` (a rebuild)."""
         lock = self._lock()
-        lock.acquire(wait=wait, timeout_s=timeout_s)
+        lock.acquire(wait=wait, timeout_s=timeout_s, poll_s=poll_s)
         try:
             self._adopt_legacy()
             serving = self.catalog.serving()
@@ -115,6 +117,7 @@ class Collection:
             return write.generation
         if not write.index.exists() or write.index.count() == 0:
             return write.serving
+        failpoints.reach("before-switch")
         return self.catalog.switch(write.generation.name)
 
     def switch(self, name: str, wait: bool = False) -> Generation:
