@@ -58,6 +58,20 @@ class OnnxCacheError(RuntimeError):
     """The model's identity cannot be established, or an export folder is not usable."""
 
 
+def identity_suffix(precision: str) -> str:
+    """What a precision adds to the checkpoint's identity: nothing for fp32 (its vectors agree with
+    PyTorch's to cosine 1.0 and mix with them), `#onnx-int8` for int8 (its rankings differ: another model)."""
+    return "" if precision == "fp32" else f"#onnx-{precision}"
+
+
+def precision_of(model_id: str) -> str:
+    """The ONNX precision whose vectors carry `model_id` (fp32 for any id without a precision suffix)."""
+    for precision in PRECISIONS:
+        if identity_suffix(precision) and model_id.endswith(identity_suffix(precision)):
+            return precision
+    return "fp32"
+
+
 def onnx_file(tower: str, precision: str) -> str:
     """The file name of one tower's graph at one precision, e.g. `image.int8.onnx`."""
     return f"{tower}.{precision}.onnx"

@@ -37,6 +37,7 @@ from mediasearch.encoders.onnx_cache import (
     OnnxCacheError,
     export_dir,
     export_identity,
+    identity_suffix,
     is_export_dir,
     packaged_export,
     read_meta,
@@ -334,6 +335,7 @@ class OnnxClipModel:
         self._tokenizer: ClipTokenizer | None = None
         self.folder: Path | None = None
         self.meta: dict[str, Any] = {}
+        self._identity: ModelIdentity | None = None
 
     @property
     def loaded(self) -> bool:
@@ -377,6 +379,7 @@ class OnnxClipModel:
         except (OSError, KeyError, ValueError, OnnxCacheError) as exc:
             raise OnnxModelError(f"cannot load {self.task} {self.name!r} from {folder}: {exc}") from exc
         self.meta, self._preprocessor, self._tokenizer = meta, preprocessor, tokenizer
+        self._identity = None  # a hub id's commit may have become known with the export
         self.folder = folder  # last: it marks the rest as read
 
     def _session(self, tower: str) -> Any:
@@ -396,14 +399,22 @@ class OnnxClipModel:
         fp32 graphs agree with PyTorch to cosine >= 0.9999, so they keep the checkpoint's identity and
         their vectors mix with PyTorch's; int8 vectors move scores by ~1e-3, so they are another model.
         Before the export is opened it is computed from the checkpoint as ClipModel does, so asking
-        (e.g. `mediasearch load`, which only needs the output folder's name) never exports.
+        (e.g. `mediasearch load`, which only needs the output folder's name) never exports. Its source
+        is the checkpoint (what a generation reloads), or the export folder when that is all there is.
         """
-        suffix = "" if self.precision == "fp32" else f"#onnx-{self.precision}"
-        if self.folder is None and not is_export_dir(Path(self.name).expanduser()):
-            checkpoint = identify(self.name, self.revision, cache_dir=self.digest_cache)
-            return ModelIdentity(id=f"{checkpoint.id}{suffix}", source=checkpoint.source)
-        meta = self._opened().meta
-        return ModelIdentity(id=f"{meta['model_identity']}{suffix}", source=str(self.folder))
+        if self._identity is None:
+            self._identity = self._compute_identity()
+        return self._identity
+
+    def _compute_identity(self) -> ModelIdentity:
+        suffix = identity_suffix(self.precision)
+        if is_export_dir(Path(self.name).expanduser()):
+            meta = self._opened().meta
+            return ModelIdentity(id=f"{meta['model_identity']}{suffix}", source=str(self.folder))
+        checkpoint = identify(self.name, self.revision, cache_dir=self.digest_cache)
+        # Once opened, the export's record wins: it names the commit a hub id resolved to at export.
+        model_id = self.meta["model_identity"] if self.folder is not None else checkpoint.id
+        return ModelIdentity(id=f"{model_id}{suffix}", source=checkpoint.source)
 
     @property
     def dim(self) -> int:

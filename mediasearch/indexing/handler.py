@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -36,8 +36,11 @@ from mediasearch.core.wire import (
     error_result,
     parse_manifest_line,
 )
-from mediasearch.models.captioner import CaptionModel
-from mediasearch.models.clip import ClipModel
+from mediasearch.encoders.base import ClipEncoder
+
+if TYPE_CHECKING:
+    # Type-only: with the ONNX engine and no captioner, the SageMaker handler never imports torch.
+    from mediasearch.models.captioner import CaptionModel
 
 
 class BadRequest(ValueError):
@@ -64,12 +67,13 @@ class PreparedBatch:
 class ClipHandler:
     """CLIP embeddings, and captions when a captioner is given (one decode feeds both models).
 
-    With `model=None` and a captioner it is the captioning handler (`model_handlers/captioning`).
+    `model` is either engine's CLIP (PyTorch or ONNX Runtime, see `ClipEncoder`). With `model=None` and
+    a captioner it is the captioning handler (`model_handlers/captioning`).
     """
 
     def __init__(
         self,
-        model: ClipModel | None,
+        model: ClipEncoder | None,
         fetch: Callable[[str], bytes] = read_uri,
         decode_workers: int = 2,
         max_pixels: int = MAX_IMAGE_PIXELS,

@@ -23,9 +23,12 @@ class LazyModel(ABC):
     task: str = "model"  # named in load errors, e.g. "CLIP model"
     files: str = "config.json and weights"  # what a local directory must hold, for the same errors
 
-    def __init__(self, name: str, device: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self, name: str, device: str = "auto", batch_size: int = 32, digest_cache: str | Path | None = None
+    ) -> None:
         self.name = name
         self.batch_size = batch_size
+        self.digest_cache = digest_cache  # where identify() remembers checkpoint digests (None: default)
         self._device = device
         self._lock = threading.Lock()
         self._model: Any = None
@@ -39,7 +42,7 @@ class LazyModel(ABC):
         Computed after loading when possible, so a hub id resolves to the snapshot actually loaded.
         """
         if self._identity is None:
-            self._identity = identify(self.name)
+            self._identity = identify(self.name, cache_dir=self.digest_cache)
         return self._identity
 
     @property

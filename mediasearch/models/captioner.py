@@ -8,6 +8,7 @@ threads while the model generates for the previous batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,13 +46,14 @@ class CaptionModel(LazyModel):
         max_length: int = 24,
         num_beams: int = 1,
         min_new_tokens: int = 0,
+        digest_cache: str | Path | None = None,
     ) -> None:
         if max_length < 1 or num_beams < 1 or min_new_tokens > max_length:
             raise ValueError(
                 f"need max_length >= 1, num_beams >= 1 and min_new_tokens <= max_length, got "
                 f"max_length={max_length}, num_beams={num_beams}, min_new_tokens={min_new_tokens}"
             )
-        super().__init__(name, device, batch_size)
+        super().__init__(name, device, batch_size, digest_cache)
         self.max_length = max_length
         self.num_beams = num_beams
         self.min_new_tokens = min_new_tokens

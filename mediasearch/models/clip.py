@@ -7,6 +7,7 @@ id or a local directory such as the one SageMaker unpacks from model.tar.gz.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,10 @@ class ClipModel(LazyModel):
     task = "CLIP model"
     files = "config.json, weights, tokenizer and preprocessor files"
 
-    def __init__(self, name: str, device: str = "auto", batch_size: int = 32) -> None:
-        super().__init__(name, device, batch_size)
+    def __init__(
+        self, name: str, device: str = "auto", batch_size: int = 32, digest_cache: str | Path | None = None
+    ) -> None:
+        super().__init__(name, device, batch_size, digest_cache)
         self._image_processor: Any = None
         self._tokenizer: Any = None
 

@@ -60,8 +60,14 @@ class TextEmbedder(LazyModel):
     task = "text embedder"
     files = "config.json, weights and tokenizer files"
 
-    def __init__(self, name: str = DEFAULT_TEXT_EMBEDDER, device: str = "auto", batch_size: int = 64) -> None:
-        super().__init__(name, device, batch_size)
+    def __init__(
+        self,
+        name: str = DEFAULT_TEXT_EMBEDDER,
+        device: str = "auto",
+        batch_size: int = 64,
+        digest_cache: str | Path | None = None,
+    ) -> None:
+        super().__init__(name, device, batch_size, digest_cache)
         self._tokenizer: Any = None
         self.max_tokens = 0
 

@@ -1,8 +1,9 @@
 """Query encoders: turn a query's text or image into a CLIP vector.
 
-Two implementations behind one interface: in-process (the local default and the API container) and a
-SageMaker real-time/serverless endpoint (the query Lambda on AWS, which stays small by not holding
-the model). Both speak the handler's JSON contract, so one model artefact serves both.
+Two implementations behind one interface: in-process (the local default, the API container, and the
+query Lambda with the ONNX engine, which holds only ONNX Runtime and the export) and a SageMaker
+real-time/serverless endpoint (the query Lambda without a model). The endpoint speaks the handler's
+JSON contract, so one model artefact serves batch transform and queries.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from mediasearch.core.vectors import l2_normalise
 from mediasearch.core.wire import EmbeddingResponse, TextQuery
 
 if TYPE_CHECKING:
-    # Type-only: the model stack (torch) is for whoever builds a LocalEncoder, never for this import.
-    from mediasearch.models.clip import ClipModel
+    # Type-only: the model stack is for whoever builds a LocalEncoder, never for this import.
+    from mediasearch.encoders.base import ClipEncoder
 
 
 class TextVectoriser(Protocol):
@@ -81,7 +82,9 @@ class QueryEncoder(ABC):
 
 
 class LocalEncoder(QueryEncoder):
-    def __init__(self, model: ClipModel, max_pixels: int = 40_000_000) -> None:
+    """Encodes in this process with either engine's CLIP (PyTorch or ONNX Runtime)."""
+
+    def __init__(self, model: ClipEncoder, max_pixels: int = 40_000_000) -> None:
         self.model = model
         self.max_pixels = max_pixels
 
@@ -92,7 +95,10 @@ class LocalEncoder(QueryEncoder):
         return self.model.embed_images([decode_image(data, self.max_pixels)])[0]
 
     def warm_up(self) -> None:
-        self.model.load()
+        # One text query through the text tower: most queries are text, and with ONNX Runtime the image
+        # tower (over twice the text tower's size) then loads only when an image query comes. The
+        # forward also pays the first-run allocations the first real query would otherwise wait for.
+        self.model.embed_texts(["warm-up"])
 
 
 class SageMakerEncoder(QueryEncoder):
