@@ -564,3 +564,17 @@ def test_transform_step_hands_the_loader_the_outputs_where_they_are(aws_env: str
         f"{WORK.outputs_dir(model.output_tag)}media/{manifest(name)}.out" for name in ("a", "b")
     ]
     assert all(store.exists(key) for key in report.outputs)
+
+
+def test_deploy_refuses_a_hugging_face_image_in_one_line(aws_env: str) -> None:
+    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:2.1.0-gpu-py310"
+    args = ["aws", "deploy", "--endpoint-only", "--endpoint-name", "ms-hf", "--role-arn", ROLE]
+    args += ["--model-data", "s3://bucket/models/clip/abc/model.tar.gz", "--image-uri", image]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Hugging Face inference container" in result.output
+    smc = client("sagemaker", aws_env)
+    images = [
+        smc.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Image"]
+        for m in smc.list_models()["Models"]
+    ]
+    assert image not in images

@@ -193,9 +193,15 @@ def deploy(
             max_image_pixels=settings.max_image_pixels,
         )
         launcher = sm.SageMakerLauncher(_client("sagemaker"))
-        model_name = launcher.ensure_model(sm.model_name_for(data, image, env), data, image, role, env)
-        config = launcher.deploy_serverless_endpoint(endpoint_name, model_name, memory_mb, max_concurrency)
-        desc = launcher.wait_endpoint(endpoint_name) if wait else {"EndpointStatus": "Creating"}
+        try:
+            model_name = launcher.ensure_model(sm.model_name_for(data, image, env), data, image, role, env)
+            config = launcher.deploy_serverless_endpoint(
+                endpoint_name, model_name, memory_mb, max_concurrency
+            )
+            desc = launcher.wait_endpoint(endpoint_name) if wait else {"EndpointStatus": "Creating"}
+        except sm.SageMakerError as exc:  # an unsupported image, or an endpoint that ended failed
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(1) from None
         _echo_json(
             {
                 "endpoint": endpoint_name,
