@@ -16,3 +16,7 @@ HYBRID_CLIP_WEIGHT = 0.7
 SCENE_THRESHOLD = 27.0  # PySceneDetect's ContentDetector default: lower finds more cuts
 FRAMES_PER_SCENE = 3
 MAX_SCENE_S = 10.0
+
+# Seconds within which a running server sees another process's committed index writes (LanceDB's
+# read consistency interval; see mediasearch.index.lancedb.LanceDBIndex).
+INDEX_REFRESH_S = 1.0
