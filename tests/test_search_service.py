@@ -36,6 +36,9 @@ class Documents:
     def count(self, filter: object = None) -> int:
         return len(self.docs)
 
+    def probe(self) -> int:
+        return len(self.docs)
+
 
 class NoEncoder(QueryEncoder):
     def encode_text(self, text: str) -> np.ndarray:
