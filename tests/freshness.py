@@ -179,9 +179,11 @@ def search_finds(client: httpx.Client, doc_id: str) -> bool:
     return r.status_code == 200 and any(x["id"] == doc_id for x in r.json()["results"])
 
 
-def seen_after(client: httpx.Client, doc_id: str, committed_at: float, timeout_s: float) -> float:
+def seen_after(
+    client: httpx.Client, doc_id: str, committed_at: float, timeout_s: float, interval_s: float = 0.02
+) -> float:
     """Seconds from `committed_at` (wall clock, another process) to /search returning `doc_id`."""
-    poll(lambda: search_finds(client, doc_id), timeout_s)
+    poll(lambda: search_finds(client, doc_id), timeout_s, interval_s)
     return time.time() - committed_at
 
 
