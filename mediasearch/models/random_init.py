@@ -26,7 +26,10 @@ def byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
-def build_random_clip(path: str | Path, size: Literal["tiny", "base"] = "tiny", seed: int = 0) -> Path:
+def build_random_clip(
+    path: str | Path, size: Literal["tiny", "base"] = "tiny", seed: int = 0, projection_dim: int = 16
+) -> Path:
+    """A randomly initialised CLIP saved like a hub checkpoint; `projection_dim` sizes a tiny one's vectors."""
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     path = Path(path)
@@ -55,7 +58,7 @@ def build_random_clip(path: str | Path, size: Literal["tiny", "base"] = "tiny", 
                 image_size=32,
                 patch_size=8,
             ),
-            projection_dim=16,
+            projection_dim=projection_dim,
         )
         image_processor = CLIPImageProcessorPil(
             size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
