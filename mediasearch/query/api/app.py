@@ -14,7 +14,9 @@ from mediasearch.core.logs import configure_logging
 from mediasearch.core.settings import Settings, get_settings
 from mediasearch.query.api.errors import install_error_handlers
 from mediasearch.query.api.middleware import RequestContext
+from mediasearch.query.api.responses import finish_openapi
 from mediasearch.query.api.routes import ROUTERS
+from mediasearch.query.api.security import check_key_setting
 from mediasearch.query.search import SearchService
 
 
@@ -26,6 +28,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_key_setting(settings)
     if not logging.getLogger().handlers:
         # Nobody configured logging (a bare `uvicorn --factory`, a worker process): JSON lines.
         # Where a host already did (Lambda, pytest, `mediasearch serve`), its choice stands.
@@ -54,4 +57,5 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    finish_openapi(app, settings)
     return app

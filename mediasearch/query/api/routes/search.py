@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from mediasearch.core.records import ErrorResponse, ResultKind, SearchRequest, SearchResponse
+from mediasearch.core.records import ResultKind, SearchRequest, SearchResponse
 from mediasearch.query.api.deps import AppSettings, Service
+from mediasearch.query.api.responses import documented
 from mediasearch.query.api.security import guarded
 
 router = APIRouter(tags=["search"], dependencies=guarded)
@@ -16,13 +17,12 @@ router = APIRouter(tags=["search"], dependencies=guarded)
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses={
-        400: {"model": ErrorResponse},
-        401: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-    },
+    responses=documented(400, 401, 404, 413, 501, 503),
 )
 def search(request: SearchRequest, service: Service, settings: AppSettings) -> SearchResponse:
+    """Search with exactly one of `text`, `image` (base64), `image_uri` (inside the store) or
+    `video_id` (videos like it). 404: no such video or `image_uri` object; 501: caption mode where
+    the server cannot embed text; 503: the index or the query model is not available."""
     service.check_image_size(request, settings.max_image_bytes)
     return service.search(request)
 
@@ -30,11 +30,12 @@ def search(request: SearchRequest, service: Service, settings: AppSettings) -> S
 @router.get(
     "/videos/{video_id}/similar",
     response_model=SearchResponse,
-    responses={404: {"model": ErrorResponse}},
+    responses=documented(401, 404, 503),
 )
 def similar_videos(
     video_id: Annotated[str, Path(min_length=1, max_length=64)],
     service: Service,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> SearchResponse:
+    """The k videos most like this one, by whole-video vectors."""
     return service.search(SearchRequest(video_id=video_id, k=k, kinds=[ResultKind.VIDEO]))
