@@ -1,7 +1,8 @@
-"""Structured logs: one JSON object per line, so a log shipper (CloudWatch, Loki, jq) can query fields.
+"""Logs: one JSON object per line for a log shipper (CloudWatch, Loki, jq), readable lines for a person.
 
 The API logs one line per request with `request_id`, `method`, `path`, `status` and `elapsed_ms`;
-anything passed as `extra=` to a logging call becomes a field of its line.
+anything passed as `extra=` to a logging call becomes a field of its JSON line. Where the logs go to a
+terminal, the same records are written as plain lines instead (`configure_logging` decides).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "message",
     "asctime",
     "taskName",
+    # uvicorn's copy of its message with ANSI colour codes, for its own formatter: noise in a field.
+    "color_message",
 }
 _MARK = "_mediasearch_json"
 
@@ -44,19 +47,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str | int | None = None, stream: IO[str] | None = None) -> logging.Handler:
-    """Send the root logger's records to `stream` (stderr) as JSON lines; safe to call more than once.
+class TextFormatter(logging.Formatter):
+    """A line a person reads: time, level, message, and the request id where there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        if request_id and record.name != "mediasearch.access":
+            line += f" [request {request_id}]"
+        return line
+
+
+def configure_logging(
+    level: str | int | None = None, stream: IO[str] | None = None, as_json: bool | None = None
+) -> logging.Handler:
+    """Send the root logger's records to `stream` (stderr); safe to call more than once.
 
     `level` defaults to the settings' log level (MEDIASEARCH_LOG_LEVEL), else INFO so the per-request
-    lines are on.
+    lines are on. `as_json` defaults to JSON lines unless the stream is a terminal.
     """
     level = level or get_settings().log_level or "INFO"
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    out = stream or sys.stderr
+    if as_json is None:
+        as_json = not (hasattr(out, "isatty") and out.isatty())
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     setattr(handler, _MARK, True)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)

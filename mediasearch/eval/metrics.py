@@ -42,37 +42,51 @@ class EvalReport(BaseModel):
     n_queries: int
     recall: dict[int, float] = Field(description="mean recall@k over the queries")
     precision: dict[int, float] = Field(description="mean precision@k over the queries")
-    mrr: float = Field(description="mean reciprocal rank of the first relevant item (0 when none)")
+    mrr: float = Field(
+        description="mean reciprocal rank of the first relevant item within the deepest k (0 when none)"
+    )
     rows: list[QueryRow]
 
+    @property
+    def mrr_label(self) -> str:
+        """MRR is cut off at the deepest k asked for: a first relevant item below it counts as 0."""
+        return f"MRR@{self.ks[-1]}"
+
     def to_table(self, per_query: bool = True) -> str:
-        """A fixed-width text table: one line per query (optional), then the means."""
-        text_w = max([len("query"), *(len(r.text) for r in self.rows)])
-        head = [f"{'query':<{text_w}}", f"{'rel':>4}", f"{'first':>5}", f"{'RR':>5}"]
-        head += [f"R@{k:<3}" for k in self.ks] + [f"P@{k:<3}" for k in self.ks]
+        """A fixed-width text table: one line per query (optional), then the means.
+
+        Without the per-query lines, only the columns the means fill are shown.
+        """
+        metrics = [f"R@{k}" for k in self.ks] + [f"P@{k}" for k in self.ks]
+        widths = [max(5, len(m)) for m in [self.mrr_label, *metrics]]
+
+        def cells(values: list[str]) -> list[str]:
+            return [f"{v:>{w}}" for v, w in zip(values, widths, strict=True)]
+
+        means = [f"{self.mrr:.3f}"]
+        means += [f"{self.recall[k]:.3f}" for k in self.ks] + [f"{self.precision[k]:.3f}" for k in self.ks]
+        mean_label = f"mean of {self.n_queries} queries"
+        if not per_query:
+            text_w = len(mean_label)
+            lines = ["  ".join([" " * text_w, *cells([self.mrr_label, *metrics])])]
+            lines.append("  ".join([mean_label, *cells(means)]))
+            return "\n".join(line.rstrip() for line in lines)
+
+        text_w = max([len("query"), len(mean_label), *(len(r.text) for r in self.rows)])
+        rr_label = f"RR@{self.ks[-1]}"
+        head = [f"{'query':<{text_w}}", f"{'rel':>4}", f"{'first':>5}", *cells([rr_label, *metrics])]
         lines = ["  ".join(head)]
-        if per_query:
-            for r in self.rows:
-                first = "-" if r.first_relevant_rank is None else str(r.first_relevant_rank)
-                cells = [
-                    f"{r.text:<{text_w}}",
-                    f"{r.n_relevant:>4}",
-                    f"{first:>5}",
-                    f"{r.reciprocal_rank:5.3f}",
-                ]
-                cells += [f"{r.recall[k]:5.3f}" for k in self.ks] + [
-                    f"{r.precision[k]:5.3f}" for k in self.ks
-                ]
-                lines.append("  ".join(cells))
-            lines.append("-" * len(lines[0]))
-        mean = [
-            f"{f'mean of {self.n_queries} queries':<{text_w}}",
-            f"{'':>4}",
-            f"{'':>5}",
-            f"{self.mrr:5.3f}",
-        ]
-        mean += [f"{self.recall[k]:5.3f}" for k in self.ks] + [f"{self.precision[k]:5.3f}" for k in self.ks]
-        lines.append("  ".join(mean))
+        for r in self.rows:
+            first = "-" if r.first_relevant_rank is None else str(r.first_relevant_rank)
+            values = [f"{r.reciprocal_rank:.3f}"]
+            values += [f"{r.recall[k]:.3f}" for k in self.ks] + [f"{r.precision[k]:.3f}" for k in self.ks]
+            lines.append(
+                "  ".join([f"{r.text:<{text_w}}", f"{r.n_relevant:>4}", f"{first:>5}", *cells(values)])
+            )
+        lines.append("-" * len(lines[0]))
+        mean_head = [f"{'':<{text_w}}", f"{'':>4}", f"{'':>5}", *cells([self.mrr_label, *metrics])]
+        lines.append("  ".join(mean_head))
+        lines.append("  ".join([f"{mean_label:<{text_w}}", f"{'':>4}", f"{'':>5}", *cells(means)]))
         return "\n".join(line.rstrip() for line in lines)
 
 
