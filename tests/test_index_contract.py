@@ -87,6 +87,7 @@ def filled(index: VectorIndex) -> VectorIndex:
     docs[0] = doc(0, caption="a red circle", caption_vector=unit(100, CAP_DIM))
     docs[1] = doc(1, caption="a blue square", caption_vector=unit(101, CAP_DIM))
     assert index.upsert(docs) == len(docs)
+    index.optimize()  # as writers do after a write: hybrid needs the full-text index it builds
     return index
 
 
