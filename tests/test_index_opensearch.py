@@ -58,6 +58,7 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
             "scene_count": {"type": "integer"},
             "strip": {"type": "keyword", "index": False},
             "fingerprint": {"type": "keyword"},
+            "content_hash": {"type": "keyword"},
             "model": {"type": "keyword"},
             "clip_vector": {
                 "type": "knn_vector",

@@ -11,6 +11,7 @@ default `<source>/_mediasearch/` (`root` below; `vid` is a video's id, `tag` a m
     root/strips/<vid>.jpg                           the scene thumbnails side by side
     root/videos/<vid>.json                          the video's sidecar (`VideoRecord`), its commit mark
     root/jobs/<job>.manifest                        SageMaker manifest files listing pending manifests
+    root/failures.json                              objects that failed, skipped until they change
 
 Outputs sit under `outputs/<tag>/` for the local runner and SageMaker alike (SageMaker writes
 `S3OutputPath` + the input's path relative to the input prefix + `.out`, so pointing `S3OutputPath` at
@@ -125,6 +126,10 @@ class WorkLayout:
     def job_manifest(self, job_name: str) -> str:
         return f"{self.root}/jobs/{job_name}.manifest"
 
+    def failures(self) -> str:
+        """The source's known-bad objects (`mediasearch.indexing.failures`)."""
+        return f"{self.root}/failures.json"
+
     # -- transform outputs -----------------------------------------------------------------------
 
     @property
@@ -187,3 +192,19 @@ class WorkLayout:
     def video_artefact_prefixes(self, vid: str) -> tuple[str, ...]:
         """Every prefix holding artefacts of one video, except its sidecar, strip and outputs."""
         return (self.frames_dir(vid), self.thumbs_dir(vid), self.frame_manifests_of(vid))
+
+    def video_of(self, key: str) -> str | None:
+        """The id of the video `key` is an artefact of (frame, thumbnail, strip, sidecar or frame
+        manifest), or None for any other key: how a sweep finds artefacts of videos that are gone."""
+        for folder in ("frames", "thumbs"):
+            head = f"{self.root}/{folder}/"
+            if key.startswith(head) and "/" in key[len(head) :]:
+                return key[len(head) :].split("/", 1)[0] or None
+        for head, tail in ((f"{self.root}/strips/", ".jpg"), (self.sidecars_dir, ".json")):
+            if key.startswith(head) and key.endswith(tail) and "/" not in key[len(head) :]:
+                return key[len(head) : -len(tail)] or None
+        head = f"{self.manifests_dir}frames-"
+        if key.startswith(head) and key.endswith(MANIFEST_SUFFIX):
+            # Video ids are hex digests: the first '-' after the id starts the fingerprint's hash.
+            return key[len(head) :].split("-", 1)[0] or None
+        return None

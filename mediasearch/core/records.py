@@ -105,6 +105,9 @@ class ManifestRecord(BaseModel):
     fingerprint: str | None = Field(
         default=None, description="ETag or size+mtime of the source object; an unchanged one is skipped"
     )
+    content_hash: str | None = Field(
+        default=None, description="digest of the source object's bytes (`ObjectStore.content_hash`)"
+    )
 
 
 class TransformResult(ManifestRecord):
@@ -167,6 +170,9 @@ class DocumentFields(BaseModel):
         default=None, description="URI of a video's scene strip image"
     )
     fingerprint: str | None = None
+    # What the source object's bytes are (images and videos): a renamed or moved object is matched
+    # by it and keeps its embedding (mediasearch.indexing.sync).
+    content_hash: str | None = None
     model: str | None = None
 
 
@@ -310,6 +316,7 @@ class VideoRecord(BaseModel):
     video_id: str
     uri: str
     fingerprint: str | None = None
+    content_hash: str | None = None
     duration: float | None = None
     fps: float | None = None
     width: int | None = None

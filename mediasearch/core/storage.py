@@ -72,6 +72,15 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    @abstractmethod
+    def content_hash(self, key: str, info: ObjectInfo | None = None, local: Path | None = None) -> str:
+        """A digest of the object's bytes, `<algorithm>:<hex>`: equal for equal bytes wherever and
+        however the object was written, so a renamed or moved object can be recognised.
+
+        `info`: the object's listing entry, when the caller has one (saves a request); `local`: a file
+        holding the same bytes, when the caller has one (saves a download). Raises `ObjectNotFound`.
+        """
+
     def local_path(self, key: str) -> Path | None:
         """The object's file on this machine (which may not exist), or None when there is none."""
         return None
@@ -184,6 +193,14 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def content_hash(self, key: str, info: ObjectInfo | None = None, local: Path | None = None) -> str:
+        # A file has no stored digest: its bytes are read (only for objects a sync asks about and
+        # objects being embedded, which are read anyway).
+        try:
+            return file_digest(local or self.path(key), "sha256")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"{self.uri(key)} does not exist") from None
+
     def uri(self, key: str) -> str:
         return self.root_uri.rstrip("/") + "/" + quote(_check_key(key))
 
@@ -266,6 +283,34 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
+    def content_hash(self, key: str, info: ObjectInfo | None = None, local: Path | None = None) -> str:
+        # The ETag of an object uploaded in one part (PutObject, or a copy of one) is the MD5 of its
+        # bytes, so it is taken as the digest without a read. A multipart upload's ETag ("<md5 of the
+        # parts' MD5s>-<parts>") depends on how the bytes were cut into parts, and `aws s3 mv` of a
+        # large object is such a multipart copy: those objects are read and hashed, so a move keeps
+        # its match. Under SSE-KMS or SSE-C the ETag is not a digest of the bytes at all; it then
+        # matches nothing else, and such an object is re-embedded when moved rather than mismatched.
+        info = info or self.stat(key)
+        if info is None:
+            raise ObjectNotFound(f"{self.uri(key)} does not exist")
+        etag = info.fingerprint
+        if "-" not in etag:
+            return f"md5:{etag}"
+        if local is not None:
+            return file_digest(local, "md5")
+        from botocore.exceptions import ClientError
+
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(f"{self.uri(key)} does not exist") from None
+            raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
+        for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+        return f"md5:{digest.hexdigest()}"
+
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
 
@@ -344,3 +389,15 @@ def read_uri(uri: str) -> bytes:
 
 def content_digest(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+HASH_CHUNK = 1 << 20
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """`<algorithm>:<hex>` of a file's bytes, read in chunks (videos may be large)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return f"{algorithm}:{digest.hexdigest()}"

@@ -22,6 +22,9 @@ import numpy as np
 from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 
+# What `VectorIndex.scan` reads unless told otherwise: enough to plan a sync, a few bytes a document.
+SCAN_FIELDS = ("id", "kind", "uri", "video_id", "scene", "fingerprint", "content_hash", "model")
+
 
 class VectorField(StrEnum):
     CLIP = "clip_vector"
@@ -151,6 +154,20 @@ class VectorIndex(ABC):
     @abstractmethod
     def fingerprints(self, ids: Iterable[str]) -> dict[str, str | None]:
         """id -> stored fingerprint, for incremental ingest without fetching vectors."""
+
+    def scan(self, filter: IndexFilter, fields: Sequence[str] | None = None) -> list[DocumentFields]:
+        """Every document matching `filter`, unranked and without a limit or vectors: what a sync of a
+        source plans with (its images and videos, or one video's scenes).
+
+        Only `fields` are read (default `SCAN_FIELDS`; `id`, `kind` and `uri` always); the other
+        fields hold their defaults.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its documents")
+
+    @staticmethod
+    def scan_columns(fields: Sequence[str] | None) -> list[str]:
+        """The fields `scan` reads for `fields`."""
+        return list(dict.fromkeys(["id", "kind", "uri", *(SCAN_FIELDS if fields is None else fields)]))
 
     @abstractmethod
     def optimize(self) -> None:

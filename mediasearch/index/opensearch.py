@@ -56,6 +56,8 @@ BULK_CHUNK_BYTES = 8 * 1024 * 1024
 BULK_THREADS = 4
 # Multi-get responses with vectors carry whole vectors; batches keep each response a few MB.
 MGET_CHUNK_IDS = 500
+# Documents per page of `scan` (a few fields each; 10,000 is the cluster's default result window).
+SCAN_PAGE = 5000
 
 
 def cosine_from_score(score: float) -> float:
@@ -215,6 +217,24 @@ def _delete_actions(collection: str, ids: Iterable[str]) -> Iterator[dict[str, A
 
 def _query(filter: IndexFilter | None) -> dict[str, Any]:
     return filter_clause(filter) or {"match_all": {}}
+
+
+def scan_body(filter: IndexFilter, columns: Sequence[str], size: int, after: str | None) -> dict[str, Any]:
+    """One page of `scan`: documents matching `filter` in id order, after the id `after`.
+
+    `search_after` on the unique `id` keyword rather than a scroll: no server-side context to keep
+    alive or clear, and a page that fails can simply be asked again.
+    """
+    body: dict[str, Any] = {
+        "query": _query(filter),
+        "size": size,
+        "sort": [{"id": "asc"}],
+        "_source": list(columns),
+        "track_total_hits": False,
+    }
+    if after is not None:
+        body["search_after"] = [after]
+    return body
 
 
 def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -466,6 +486,23 @@ class OpenSearchIndex(VectorIndex):
                 f"{response.get('deleted', 0)} documents, then failed: {response['failures'][:3]}"
             )
         return int(response["deleted"])
+
+    def scan(self, filter: IndexFilter, fields: Sequence[str] | None = None) -> list[DocumentFields]:
+        columns = self.scan_columns(fields)
+        found: list[DocumentFields] = []
+        after: str | None = None
+        with self._errors("scan"):
+            while True:
+                response = self._unless_missing(
+                    self.client.search,
+                    index=self.collection,
+                    body=scan_body(filter, columns, SCAN_PAGE, after),
+                )
+                hits = [] if response is None else response["hits"]["hits"]
+                found += [DocumentFields.model_validate(hit["_source"]) for hit in hits]
+                if len(hits) < SCAN_PAGE:
+                    return found
+                after = hits[-1]["sort"][0]
 
     def count(self, filter: IndexFilter | None = None) -> int:
         clause = filter_clause(filter)
