@@ -630,19 +630,23 @@ class LanceDBIndex(VectorIndex):
         return rows.take(sorted(first.values())).drop_columns(["_rowid"])
 
     def scan(self, filter: IndexFilter, fields: Sequence[str] | None = None) -> list[DocumentFields]:
-        if not self.exists():
-            return []
-        query = self.table.search().select(self.scan_columns(fields)).with_row_id(True).limit(None)
-        where = where_clause(filter)
-        if where:
-            query = query.where(where)
-        rows = query.to_arrow().sort_by([("_rowid", "descending")]).drop_columns(["_rowid"]).to_pylist()
-        # An id with several rows (racing ingests of older versions) is listed once, as its last
-        # written row, the one reads by id return.
-        latest: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            latest.setdefault(row["id"], row)
-        return [self._fields(row) for row in latest.values()]
+        with self._reading("scan"):
+            table = self._open(fresh=True)
+            if table is None:
+                return []
+            # A sync plans from this: the latest version, not one up to `refresh_s` old.
+            table.checkout_latest()
+            query = table.search().select(self.scan_columns(fields)).with_row_id(True).limit(None)
+            where = where_clause(filter)
+            if where:
+                query = query.where(where)
+            rows = query.to_arrow().sort_by([("_rowid", "descending")]).drop_columns(["_rowid"]).to_pylist()
+            # An id with several rows (racing ingests of older versions) is listed once, as its last
+            # written row, the one reads by id return.
+            latest: dict[str, dict[str, Any]] = {}
+            for row in rows:
+                latest.setdefault(row["id"], row)
+            return [self._fields(row) for row in latest.values()]
 
     def count(self, filter: IndexFilter | None = None) -> int:
         with self._reading("count"):
