@@ -32,7 +32,25 @@ class VectorField(StrEnum):
 
 
 class IndexError_(Exception):
-    """The index backend failed; the message says which operation and why."""
+    """The index backend failed; the message says which operation and why.
+
+    The message may name hosts, paths and the backend's own words: the API logs it and shows the
+    caller only a request id. The subclasses below carry a message that is safe to show.
+    """
+
+
+class IndexNotReady(IndexError_):
+    """The index cannot answer this yet: the collection does not exist, or lacks a structure the
+    query needs (the full-text index). Only writers build them; the message says so and is safe to
+    show (the API answers 503 with it as the reason)."""
+
+
+class IndexUnreadable(IndexError_):
+    """The collection exists but its data could not be read (damaged or missing files).
+
+    The message names the collection and nothing of the backend (safe to show); the backend's error
+    is the exception's `__cause__`, for the log.
+    """
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,13 @@ class IndexSpec:
 
 
 class VectorIndex(ABC):
-    """One collection of documents with their vectors."""
+    """One collection of documents with their vectors.
+
+    Maintenance (index builds, compaction, repairs) happens only in `optimize()`, which writers call
+    at the end of a write; no read ever builds anything, so concurrent queries cannot collide on it.
+    """
+
+    collection: str
 
     @abstractmethod
     def create(self, spec: IndexSpec) -> None:
@@ -171,7 +195,23 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def optimize(self) -> None:
-        """Build or refresh the ANN structures after a bulk load (a no-op where the backend does it itself)."""
+        """Build or refresh the search structures after a write (a no-op where the backend does it itself).
+
+        Writers call it at the end of every write, a re-run after a kill included: it must be cheap
+        when there is nothing to do, and safe when two processes call it at once.
+        """
+
+    def probe(self) -> int:
+        """A cheap real read of the collection for health checks: its document count.
+
+        Raises `IndexNotReady` when the collection does not exist, `IndexError_` when it cannot be
+        read. Backends whose count is answered from metadata alone override this to touch the data.
+        """
+        if not self.exists():
+            raise IndexNotReady(
+                f"collection {self.collection!r} does not exist: run `mediasearch ingest` to build it"
+            )
+        return self.count()
 
     def get(self, id: str) -> DocumentFields | None:
         """A document without its vectors, or None."""
