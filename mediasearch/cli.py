@@ -93,16 +93,26 @@ def ingest(
     wait: Annotated[
         bool, typer.Option("--wait", help="wait for another ingest into the collection instead of stopping")
     ] = False,
+    no_delete: Annotated[
+        bool,
+        typer.Option("--no-delete", help="append-only: keep in the index what is gone from SOURCE"),
+    ] = False,
 ) -> None:
     """Make the index mirror SOURCE: embed (and caption) new or changed media, load them into the index.
+
+    What is gone from SOURCE is removed (videos with their scenes), unless --no-delete; a renamed or
+    moved file keeps its embedding, and one only touched gets its new fingerprint. The summary counts
+    what was added, updated, moved, touched, removed, unchanged and failed.
 
     One ingest writes a collection at a time. With a model other than the one the index was built
     with, a new generation is built beside the serving one and replaces it when complete.
     """
-    _ingest(source, batch_size, captions, wait, fresh=False)
+    _ingest(source, batch_size, captions, wait, fresh=False, delete=not no_delete)
 
 
-def _ingest(source: str, batch_size: int | None, captions: bool | None, wait: bool, fresh: bool) -> None:
+def _ingest(
+    source: str, batch_size: int | None, captions: bool | None, wait: bool, fresh: bool, delete: bool = True
+) -> None:
     from mediasearch.core.storage import open_store
     from mediasearch.index.locks import LockHeld
     from mediasearch.indexing.ingest import ingest_collection
@@ -117,7 +127,7 @@ def _ingest(source: str, batch_size: int | None, captions: bool | None, wait: bo
         store = open_store(uri)
         pipeline = backends.pipeline(settings, store, index)
         runner = backends.transform_runner(settings, store, captions=captions, batch_size=batch_size)
-        return pipeline.ingest(runner)
+        return pipeline.ingest(runner, delete=delete)
 
     def notify(message: str) -> None:
         typer.echo(message, err=True)

@@ -195,4 +195,9 @@ def test_package_command_uploads_once(
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and json.loads(second.stdout)["model_data"] == info["model_data"]
     listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="models/")["Contents"]
-    assert len(listed) == 1
+    # The archive once, and beside it the identity of its model (what aws transform plans against).
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["identity.json", "model.tar.gz"]
+    recorded = json.loads(
+        s3.get_object(Bucket=s3_bucket, Key=key.replace("model.tar.gz", "identity.json"))["Body"].read()
+    )
+    assert recorded["model_id"] == info["model_id"] and info["model_id"].startswith("sha256:")

@@ -80,11 +80,14 @@ def test_transform_command_sends_the_batch_transform_contract(aws_env: str, s3_b
     job = last_job(aws_env)
     assert job["TransformJobStatus"] == "Completed"
     assert job["TransformJobName"].startswith("mediasearch-media-")
+    # Always a manifest file listing this run's manifests, never the manifests folder: an old
+    # manifest there (its output expired, say) is not pending work.
+    job_manifest = f"_mediasearch/jobs/{job['TransformJobName']}.manifest"
     assert job["TransformInput"] == {
         "DataSource": {
             "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": f"s3://{s3_bucket}/media/_mediasearch/manifests/",
+                "S3DataType": "ManifestFile",
+                "S3Uri": f"s3://{s3_bucket}/media/{job_manifest}",
             }
         },
         "ContentType": "application/jsonlines",
@@ -120,6 +123,10 @@ def test_transform_command_sends_the_batch_transform_contract(aws_env: str, s3_b
     # The manifest the job reads: one line per image, s3:// URIs.
     store = S3Store(s3_bucket, "media")
     (manifest,) = [o.key for o in store.list("_mediasearch/manifests/")]
+    assert json.loads(store.get(job_manifest)) == [
+        {"prefix": f"s3://{s3_bucket}/media/_mediasearch/manifests/"},
+        manifest.removeprefix("_mediasearch/manifests/"),
+    ]
     lines = [json.loads(ln) for ln in store.get(manifest).decode().splitlines()]
     assert sorted(ln["uri"] for ln in lines) == sorted(
         f"s3://{s3_bucket}/media/{n}.png" for n in ("red", "green", "blue")

@@ -114,13 +114,18 @@ def put_images(store: ObjectStore, names: list[str]) -> None:
 
 def write_captioned_video(store: ObjectStore, tag: str) -> str:
     """A preprocessed video as the loader finds it, by hand: a sidecar and the frame outputs of the model
-    `tag`, with captions. Returns the video's id."""
+    `tag`, with captions. Returns the video's id. The video object exists (its bytes are never
+    decoded here): the loader loads only what the source holds at the sidecar's fingerprint."""
+    store.put("clip.mp4", b"a video the loader never opens")
+    info = store.stat("clip.mp4")
+    assert info is not None
+    fingerprint = info.fingerprint
     uri = store.uri("clip.mp4")
     vid = stable_id(uri)
     record = VideoRecord(
         video_id=vid,
         uri=uri,
-        fingerprint="fp-1",
+        fingerprint=fingerprint,
         duration=4.0,
         scenes=[
             SceneSpan(scene=0, t_start=0.0, t_end=2.0, frames=[0.5, 1.5]),
@@ -140,7 +145,7 @@ def write_captioned_video(store: ObjectStore, tag: str) -> str:
                 video_id=vid,
                 scene=0 if t < 2 else 1,
                 t=t,
-                fingerprint="fp-1",
+                fingerprint=fingerprint,
                 clip=vector / np.linalg.norm(vector),
                 model="tiny",
                 caption=caption,
@@ -148,7 +153,7 @@ def write_captioned_video(store: ObjectStore, tag: str) -> str:
                 height=64,
             )
         )
-    manifest = WORK.frame_manifest(vid, "fp-1")
+    manifest = WORK.frame_manifest(vid, fingerprint)
     store.put(WORK.output(manifest, tag), dumps_results(frames))
     return vid
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ def test_ingest_summary_lists_at_most_twenty_failures() -> None:
     report = PipelineReport(steps=[Step.PLAN, Step.TRANSFORM, Step.LOAD], documents=7)
     report.load.failures = [failure(n) for n in range(23)]
     summary = summarize(report)
-    assert summary.line.endswith("failed 23; index holds 7 documents")
+    assert (
+        "failed 23; added 0, updated 0, moved 0, touched 0, removed 0; index holds 7 documents"
+        in summary.line
+    )
     lines = summary.failure_lines()
     assert lines[0] == "23 of 0 items failed:"
     assert lines[1] == "  s3://b/0.jpg: broken 0"
@@ -69,24 +73,30 @@ class RecordingTransformer:
         return TransformReport(manifests=len(keys), outputs=outputs)
 
 
-def test_ingest_transforms_this_runs_manifests_or_the_whole_work_area(tmp_path: Path) -> None:
+def test_ingest_transforms_this_runs_manifests_only(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "media")
     store.put("red.png", image_bytes(COLOURS["red"]))
-    # A manifest an earlier job left in the work area (a preprocess job's frames, say).
+    # What earlier runs left in the work area: the frames of a video that is not in the source, and
+    # an image manifest without an output (its outputs expired, say).
     store.put(f"{WORK.manifests_dir}frames-v-1.jsonl", b"")
+    leftover = f"{WORK.manifests_dir}images-old.jsonl"
+    store.put(leftover, b'{"id": "x", "uri": "%s", "kind": "image"}\n' % store.uri("red.png").encode())
     index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
     loader = Loader(store, index, WORK, progress=False)
 
     mine = RecordingTransformer(store)
     report = Pipeline(store, WORK, index, loader, progress=False).ingest(mine)
     assert len(mine.given) == 1 and mine.given[0] == report.manifests and len(report.manifests) == 1
-    assert report.steps == [Step.PLAN, Step.MANIFESTS, Step.TRANSFORM, Step.LOAD]
+    assert leftover not in report.manifests
+    assert report.steps == [Step.PLAN, Step.SYNC, Step.MANIFESTS, Step.TRANSFORM, Step.LOAD]
     assert report.load.outputs == 1 and report.documents == 0  # the fake outputs hold no records
+    # The gone video's artefacts were swept; the manifest naming a current object was kept.
+    assert not store.exists(f"{WORK.manifests_dir}frames-v-1.jsonl") and store.exists(leftover)
 
-    everything = RecordingTransformer(store)
-    again = Pipeline(store, WORK, index, loader, progress=False)
-    again.ingest(everything, videos=False, whole_work_area=True)
-    assert everything.given == [None] and again.report.load.outputs == 2
+    # Without preprocessing (as aws transform runs), the pending work is the same manifest again.
+    again = RecordingTransformer(store)
+    Pipeline(store, WORK, index, loader, progress=False).ingest(again, videos=False)
+    assert again.given == [report.manifests]
 
 
 def test_not_incremental_plans_everything_and_no_index_loads_nothing(tmp_path: Path) -> None:
@@ -138,24 +148,31 @@ def sagemaker_step(store: FakeS3, launcher: FakeLauncher, wait: bool, notes: lis
     )
 
 
-def test_sagemaker_step_starts_one_job_for_the_pending_manifests(tmp_path: Path) -> None:
+def test_sagemaker_step_starts_one_job_for_the_manifests_it_is_given(tmp_path: Path) -> None:
     store = FakeS3(tmp_path)
-    store.put(f"{WORK.manifests_dir}images-a.jsonl", b'{"id": "a"}\n{"id": "b"}\n')
-    store.put(f"{WORK.manifests_dir}images-b.jsonl", b'{"id": "c"}\n')
+    a, b = f"{WORK.manifests_dir}images-a.jsonl", f"{WORK.manifests_dir}images-b.jsonl"
+    store.put(a, b'{"id": "a"}\n{"id": "b"}\n')
+    store.put(b, b'{"id": "c"}\n')
+    # An old manifest without an output (expired): not given, so never run.
+    store.put(f"{WORK.manifests_dir}images-old.jsonl", b'{"id": "d"}\n')
     launcher, notes = FakeLauncher(), []
     step = sagemaker_step(store, launcher, wait=True, notes=notes)
-    done = WORK.output(f"{WORK.manifests_dir}images-b.jsonl", step.output_tag)
+    done = WORK.output(b, step.output_tag)
     store.put(done, b"")
 
-    report = step.run()
+    report = step.run([a, b])
     assert step.job == "job-1" and launcher.waited == ["job-1"] and len(launcher.started) == 1
     assert (report.manifests, report.skipped_manifests, report.records) == (1, 1, 2)
-    assert report.outputs == sorted(
-        [done, WORK.output(f"{WORK.manifests_dir}images-a.jsonl", step.output_tag)]
-    )
+    assert report.outputs == sorted([done, WORK.output(a, step.output_tag)])
+    source = launcher.started[0]["TransformInput"]["DataSource"]["S3DataSource"]
+    assert source == {"S3DataType": "ManifestFile", "S3Uri": f"s3://bucket/{WORK.job_manifest('job-1')}"}
+    assert json.loads(store.get(WORK.job_manifest("job-1"))) == [
+        {"prefix": f"s3://bucket/{WORK.manifests_dir}"},
+        "images-a.jsonl",
+    ]
     assert notes[0] == "manifests: 1 pending, 1 done" and notes[-1] == "transform job job-1: Completed"
-    with pytest.raises(ValueError, match="every pending manifest"):
-        step.run(["one"])
+    with pytest.raises(ValueError, match="not a manifest"):
+        step.run(["elsewhere/one.jsonl"])
 
 
 def test_sagemaker_step_without_waiting_reports_only_existing_outputs(tmp_path: Path) -> None:

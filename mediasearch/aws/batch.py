@@ -1,19 +1,37 @@
 """SageMaker batch transform as the pipeline's transform step (`mediasearch.indexing.pipeline.Transformer`).
 
-The local runner embeds in-process; this one hands the work area's pending manifests to a SageMaker
-batch transform job running `model_handlers/clip` and, unless told not to, waits for it. Its outputs
-land where the local runner's do (`outputs/<model tag>/`), so the load step that follows is the same.
+The local runner embeds in-process; this one hands the manifests of this run's pending work to a
+SageMaker batch transform job running `model_handlers/clip` and, unless told not to, waits for it. Its
+outputs land where the local runner's do (`outputs/<model tag>/`), so the load step that follows is
+the same.
+
+What is pending is decided by the pipeline from the index (fingerprints, and the model that embedded
+each document), never from which outputs exist: the job's input is always a ManifestFile listing
+exactly this run's manifests that lack an output. An old manifest whose output expired (the bucket's
+lifecycle rules expire outputs and image manifests) is therefore never run again: work still pending
+is written as a manifest again (named by its content) and listed. See docs/deploy.md, "Lifecycle".
+
+A job records on every line the identity of the model it ran (`model_identity.identify` of the
+unpacked archive). `aws package` records that identity beside the archive (`identity.json`), so a
+run can tell documents of another model before starting a job; see `model_identity_of`.
 """
 
 from __future__ import annotations
 
+import json
+import tarfile
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mediasearch.aws import sagemaker as sm
 from mediasearch.core.layout import WorkLayout, model_tag
-from mediasearch.core.storage import S3Store
+from mediasearch.core.model_identity import identify
+from mediasearch.core.storage import S3Store, StoreError, open_uri
 from mediasearch.indexing.transform import TransformReport
+
+IDENTITY_NAME = "identity.json"
 
 
 def output_tag(model_data: str) -> str:
@@ -22,14 +40,60 @@ def output_tag(model_data: str) -> str:
     return model_tag(model_data)
 
 
+def identity_uri(model_data: str) -> str:
+    """Where the identity of the model in the archive `model_data` is recorded: beside it."""
+    return f"{model_data.rsplit('/', 1)[0]}/{IDENTITY_NAME}"
+
+
+def archive_identity(archive: Path) -> str:
+    """The identity the handler will record for the model in `archive` (a model.tar.gz): the one it
+    computes of the unpacked folder on the instance, computed here of the same files."""
+    with tempfile.TemporaryDirectory(prefix="mediasearch-archive-") as tmp:
+        folder = Path(tmp) / "model"
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+        # A cache of its own: digests are cached by file size and time, and archives zero the times,
+        # so two archives of one architecture would otherwise share an entry.
+        return identify(str(folder), cache_dir=Path(tmp) / "digests").id
+
+
+def record_identity(model_data: str, identity: str) -> None:
+    store, key = open_uri(identity_uri(model_data))
+    store.put(key, json.dumps({"model_id": identity, "model_data": model_data}).encode(), "application/json")
+
+
+def model_identity_of(model_data: str, notify: Callable[[str], None] = lambda message: None) -> str | None:
+    """The identity of the model in the archive `model_data`: as `aws package` recorded it, else read
+    from the archive itself (once: it is then recorded), else None when neither can be read."""
+    store, key = open_uri(identity_uri(model_data))
+    try:
+        return str(json.loads(store.get(key))["model_id"])
+    except (StoreError, ValueError, KeyError):
+        pass
+    archive_store, archive_key = open_uri(model_data)
+    try:
+        notify(f"reading {model_data} once to learn which model it holds (aws package records it)")
+        with archive_store.local_copy(archive_key) as archive:
+            identity = archive_identity(archive)
+    except (StoreError, OSError, tarfile.TarError, ValueError) as exc:
+        notify(f"the model in {model_data} is unknown ({exc}): documents are compared by fingerprint only")
+        return None
+    record_identity(model_data, identity)
+    return identity
+
+
 @dataclass(frozen=True)
 class SageMakerModel:
-    """What a SageMaker model is made of: the archive, the serving image, the role and the environment."""
+    """What a SageMaker model is made of: the archive, the serving image, the role and the environment.
+
+    `identity`: the identity of the model in the archive (what its documents record), when known.
+    """
 
     model_data: str  # s3:// URI of model.tar.gz, named by its digest
     image: str
     role_arn: str
     environment: dict[str, str] = field(default_factory=dict)
+    identity: str | None = None
 
     @property
     def output_tag(self) -> str:
@@ -37,7 +101,8 @@ class SageMakerModel:
 
 
 class SageMakerTransform:
-    """Runs the work area's pending manifests as one batch transform job; see the module docstring.
+    """Runs the manifests it is given that lack an output as one batch transform job; see the module
+    docstring.
 
     `job` is the name of the job this step started, or None when every manifest already had an output.
     """
@@ -72,18 +137,47 @@ class SageMakerTransform:
     def output_tag(self) -> str:
         return self.model.output_tag
 
+    @property
+    def model_id(self) -> str | None:
+        """The identity of the model the job runs (what the pipeline plans against), when known."""
+        return self.model.identity
+
+    def plan(self, manifest_keys: Sequence[str]) -> sm.TransformPlan:
+        """Of `manifest_keys`, those with an output for this model are done; the job's input is a
+        ManifestFile listing exactly the others (never the manifests folder: an old manifest there
+        is not pending work)."""
+        layout, tag = self.layout, self.output_tag
+        plan = sm.TransformPlan(
+            manifests_uri=self.store.uri(layout.manifests_dir.rstrip("/")) + "/",
+            output_uri=self.store.uri(layout.outputs_dir(tag).rstrip("/")) + "/",
+        )
+        keys = sorted(set(manifest_keys))
+        listed = (o.key for o in self.store.list(layout.outputs_dir(tag)))
+        plan.outputs = sm.find_outputs(layout, tag, keys, listed)
+        for key in keys:
+            (plan.done if key in plan.outputs else plan.pending).append(key)
+        if plan.empty:
+            return plan
+        listing: list[object] = [{"prefix": plan.manifests_uri}]
+        listing += [layout.manifest_relpath(k) for k in plan.pending]
+        manifest_file = layout.job_manifest(self.job_name)
+        self.store.put(manifest_file, json.dumps(listing).encode(), "application/json")
+        plan.data_type = "ManifestFile"
+        plan.input_uri = self.store.uri(manifest_file)
+        return plan
+
     def run(self, manifest_keys: Sequence[str] | None = None) -> TransformReport:
-        """Start a job over every manifest of the work area without an output for this model, and wait.
+        """Start one job over `manifest_keys` (None: every manifest of the work area) that lack an
+        output for this model, and wait.
 
         Without waiting, `outputs` lists only the outputs that already existed: the job's appear later.
         Raises `SageMakerError` when the job fails.
         """
-        if manifest_keys is not None:
-            # A job's input is the manifests folder, or a manifest file the plan writes; both come from
-            # the work area as it is, so a chosen subset is not something this step can be given.
-            raise ValueError("SageMaker batch transform runs every pending manifest of the work area")
         tag = self.output_tag
-        plan = sm.plan_transform(self.store, self.layout, tag, self.job_name)
+        if manifest_keys is None:
+            manifest_keys = [o.key for o in self.store.list(self.layout.manifests_dir)]
+            manifest_keys = [k for k in manifest_keys if self.layout.is_manifest(k)]
+        plan = self.plan(manifest_keys)
         self.notify(f"manifests: {len(plan.pending)} pending, {len(plan.done)} done")
         report = TransformReport(
             manifests=len(plan.pending),

@@ -118,6 +118,7 @@ def package(
     stack: StackOpt = None,
 ) -> None:
     """Build model.tar.gz (weights + code/inference.py + mediasearch + requirements) and upload it."""
+    from mediasearch.aws.batch import archive_identity, record_identity
     from mediasearch.aws.packaging import PackagingError, package_model
     from mediasearch.core.storage import s3_client
 
@@ -130,7 +131,13 @@ def package(
     except PackagingError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
-    _echo_json({"model_data": uri, "sha256": archive.sha256, "archive": str(archive.path)})
+    # Recorded beside the archive: `aws transform` plans against it (a document of another model is
+    # pending) before any job runs, and the handler records the same identity on every document.
+    identity = archive_identity(archive.path)
+    record_identity(uri, identity)
+    _echo_json(
+        {"model_data": uri, "sha256": archive.sha256, "archive": str(archive.path), "model_id": identity}
+    )
 
 
 def _stack_parameters(
@@ -272,16 +279,22 @@ def transform(
         ),
     ] = None,
     incremental: Annotated[
-        bool, typer.Option(help="embed only images the index lacks or that changed (reads the index)")
+        bool, typer.Option(help="embed only media the index lacks, or holds at another fingerprint or model")
+    ] = True,
+    delete: Annotated[
+        bool,
+        typer.Option(help="remove from the index what is gone from SOURCE (--no-delete: append-only)"),
     ] = True,
     wait: Annotated[bool, typer.Option(help="wait for the job with a progress bar")] = True,
     load: Annotated[bool, typer.Option(help="load the outputs into the index when the job completes")] = True,
     poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
 ) -> None:
-    """Write manifests for SOURCE's new or changed images, run a SageMaker batch transform over the work
-    area's pending manifests (frame manifests of `jobs/preprocess.py` included), wait, then load."""
+    """Make the index mirror SOURCE with SageMaker doing the embedding: what is pending is read from the
+    index (new media, changed ones, and documents of another model), written as manifests (the frame
+    manifests of videos `jobs/preprocess.py` cut join them) and run as one batch transform job; then
+    wait and load. Moves, touches and deletions are applied without a job, as `mediasearch ingest` does."""
     from mediasearch import backends
-    from mediasearch.aws.batch import SageMakerModel, SageMakerTransform
+    from mediasearch.aws.batch import SageMakerModel, SageMakerTransform, model_identity_of
     from mediasearch.cli import echo_summary
     from mediasearch.indexing.pipeline import Step, summarize
 
@@ -300,6 +313,8 @@ def transform(
             decode_workers=settings.sagemaker_decode_workers,
             max_image_pixels=settings.max_image_pixels,
         ),
+        # What the job's documents will record: a document another model embedded is pending.
+        identity=model_identity_of(data, _note),
     )
     # The index is read to plan (incremental) and written to load; without either it is never opened.
     pipeline = backends.pipeline(settings, store, indexed=incremental or load, notify=_note)
@@ -319,14 +334,14 @@ def transform(
     try:
         # Without waiting there is nothing new to load yet: the job writes its outputs later.
         report = pipeline.ingest(
-            step, videos=False, incremental=incremental, whole_work_area=True, load=load and wait
+            step, videos=False, incremental=incremental, delete=delete, load=load and wait
         )
     except sm.SageMakerError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
     if step.job is not None and not wait:
         _echo_json({"job": step.job, "status": "InProgress"})
-    elif Step.LOAD in report.steps:
+    elif (load and wait) or Step.LOAD in report.steps:
         echo_summary(summarize(report))
 
 

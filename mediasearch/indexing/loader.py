@@ -5,6 +5,12 @@ Images become image documents directly. Frames are grouped by video and, with th
 scenes are dropped first, so a changed video leaves no stale scene behind. A frame whose fingerprint
 is not the sidecar's belongs to an older version of the video and is never averaged into a scene.
 
+Only what the source holds now is loaded: an image result whose object is gone, or is there at
+another fingerprint than the one it was embedded at, is left out, and so is a video whose object is
+not at its sidecar's fingerprint. Loading old outputs (a `load` over the whole work area, whose
+image manifests may be shared with images deleted since) therefore never brings back a deleted,
+moved or replaced object.
+
 Idempotent: documents are keyed by deterministic ids, so loading the same outputs twice leaves the
 same documents and the same count. Error records are reported, never indexed.
 """
@@ -13,14 +19,15 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from mediasearch.core import failpoints
 from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import DocKind, IndexDocument, MediaKind, TransformResult, VideoRecord
-from mediasearch.core.storage import ObjectStore, StoreError
+from mediasearch.core.storage import ObjectNotFound, ObjectStore, StoreError, open_uri
 from mediasearch.core.wire import parse_output_lines
 from mediasearch.index.base import IndexFilter, IndexSpec, VectorIndex
 from mediasearch.indexing.tags import extract_tags
@@ -33,7 +40,8 @@ class LoadReport:
     outputs: int = 0
     indexed: int = 0
     videos: int = 0
-    stale_frames: int = 0  # frames of an older version of their video, left out
+    stale_frames: int = 0  # frames of an older version of their video, or of a video gone, left out
+    stale_images: int = 0  # results of images gone from the source or changed since, left out
     failures: list[TransformResult] = field(default_factory=list)
 
     @property
@@ -53,9 +61,49 @@ def image_document(result: TransformResult) -> IndexDocument:
         width=result.width,
         height=result.height,
         fingerprint=result.fingerprint,
+        content_hash=result.content_hash,
         model=result.model,
         clip_vector=result.clip,
     )
+
+
+class SourceState:
+    """The fingerprints of the source's objects now, by URI (None: the object does not exist).
+
+    `listed`: what a run listed already. Other URIs inside the store are answered from one listing of
+    the store, made when first needed; URIs outside it (a hand-written manifest may name any) by a stat.
+    """
+
+    def __init__(
+        self, store: ObjectStore, layout: WorkLayout, listed: Mapping[str, str] | None = None
+    ) -> None:
+        self.store = store
+        self.layout = layout
+        self._known: dict[str, str | None] = dict(listed or {})
+        self._store_listed = False
+
+    def fingerprint(self, uri: str) -> str | None:
+        if uri in self._known:
+            return self._known[uri]
+        if self.store.key_of(uri) is not None:
+            if not self._store_listed:
+                self._store_listed = True
+                for obj in self.store.list():
+                    if not self.layout.contains(obj.key):
+                        self._known.setdefault(self.store.uri(obj.key), obj.fingerprint)
+            return self._known.get(uri)
+        try:
+            store, key = open_uri(uri)
+            info = store.stat(key)
+        except StoreError:
+            info = None
+        self._known[uri] = info.fingerprint if info is not None else None
+        return self._known[uri]
+
+    def current(self, uri: str, fingerprint: str | None) -> bool:
+        """Whether the object at `uri` exists and, when `fingerprint` is given, still has it."""
+        now = self.fingerprint(uri)
+        return now is not None and (fingerprint is None or now == fingerprint)
 
 
 class Loader:
@@ -82,8 +130,11 @@ class Loader:
         listed = self.store.list(self.layout.outputs_dir(tag))
         return sorted(o.key for o in listed if self.layout.is_output(o.key))
 
-    def load(self, output_keys: Sequence[str]) -> LoadReport:
+    def load(self, output_keys: Sequence[str], listed: Mapping[str, str] | None = None) -> LoadReport:
+        """Load `output_keys`; `listed`: the source's objects as the caller just listed them (URI ->
+        fingerprint), which spares the loader a listing of its own (see `SourceState`)."""
         report = LoadReport()
+        source = SourceState(self.store, self.layout, listed)
         pending: list[IndexDocument] = []
         frames: dict[str, list[TransformResult]] = defaultdict(list)
         for key in tqdm(output_keys, desc="load", unit="file", disable=not self.progress, file=sys.stderr):
@@ -95,27 +146,40 @@ class Loader:
                 elif result.kind is MediaKind.FRAME and result.video_id is not None:
                     frames[result.video_id].append(result)
                 elif result.kind is MediaKind.IMAGE:
-                    pending.append(image_document(result))
+                    if source.current(result.uri, result.fingerprint):
+                        pending.append(image_document(result))
+                    else:
+                        report.stale_images += 1
             if len(pending) >= self.batch_size:
                 report.indexed += self._write(pending)
                 pending = []
         report.indexed += self._write(pending)
         for video_id, video_frames in frames.items():
-            report.indexed += self._load_video(video_id, video_frames, report)
+            report.indexed += self._load_video(video_id, video_frames, report, source)
         if report.indexed:
             self.index.optimize()
         return report
 
-    def _load_video(self, video_id: str, frames: list[TransformResult], report: LoadReport) -> int:
+    def _load_video(
+        self, video_id: str, frames: list[TransformResult], report: LoadReport, source: SourceState
+    ) -> int:
         sidecar = self.layout.sidecar(video_id)
         try:
             record = VideoRecord.model_validate_json(self.store.get(sidecar))
+        except ObjectNotFound:
+            # The video's artefacts were deleted with it (or it moved): these frames are of nothing.
+            report.stale_frames += len(frames)
+            return 0
         except (StoreError, ValueError) as exc:
             report.failures.append(
                 TransformResult(
                     id=video_id, uri=self.store.uri(sidecar), error=f"video sidecar unreadable: {exc}"
                 )
             )
+            return 0
+        if not source.current(record.uri, record.fingerprint):
+            # Gone, or changed since it was preprocessed: the next ingest preprocesses it again.
+            report.stale_frames += len(frames)
             return 0
         current = [f for f in frames if f.fingerprint == record.fingerprint]
         report.stale_frames += len(frames) - len(current)
@@ -146,4 +210,6 @@ class Loader:
             # even loaded), all-MiniLM-L6-v2's 384, the default embedder's.
             caption_dim = next((d.caption_vector.shape[0] for d in docs if d.caption_vector is not None), 384)
             self.index.create(IndexSpec(clip_dim=int(docs[0].clip_vector.shape[0]), caption_dim=caption_dim))
-        return self.index.upsert(docs)
+        written = self.index.upsert(docs)
+        failpoints.reach("mid-load")
+        return written

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from mediasearch.core.layout import WorkLayout
 from mediasearch.core.records import ManifestRecord, MediaKind, SceneSpan, VideoRecord, stable_id
 from mediasearch.core.storage import ObjectInfo, ObjectStore
-from mediasearch.core.wire import dumps_manifest
+from mediasearch.core.wire import dumps_manifest, dumps_results, parse_output_lines
 from mediasearch.indexing.manifests import list_media
 from mediasearch.indexing.video import (
     ProcessedVideo,
@@ -189,9 +190,15 @@ class PreprocessJob:
                 except VideoError as exc:
                     # Name the video as the user knows it, not by a temporary download's path.
                     return self._fail(info, vid, str(exc).replace(path, uri))
-            return self._write(info, vid, video)
+                # Recorded so that a later rename of the video is recognised and keeps its scenes.
+                digest = self.store.content_hash(key, info, local=Path(path))
+            return self._write(info, vid, video, digest)
         except Exception as exc:  # one bad video (or a store hiccup) must not stop the job
             return self._fail(info, vid, f"{uri}: {type(exc).__name__}: {exc}")
+
+    def frame_manifests(self, vid: str, fingerprint: str | None) -> list[str]:
+        """The frame manifests of the video `vid` at `fingerprint` (all parts) that exist."""
+        return self._manifest_keys(vid, fingerprint)
 
     def _manifest_keys(self, vid: str, fingerprint: str | None) -> list[str]:
         listed = (o.key for o in self.store.list(self.layout.frame_manifests_of(vid)))
@@ -208,7 +215,7 @@ class PreprocessJob:
             self.store.delete(key)
         return len(stale)
 
-    def _write(self, info: ObjectInfo, vid: str, video: ProcessedVideo) -> _Outcome:
+    def _write(self, info: ObjectInfo, vid: str, video: ProcessedVideo, content_hash: str) -> _Outcome:
         store, layout = self.store, self.layout
         t0 = time.perf_counter()
         frame_records: list[ManifestRecord] = []
@@ -261,6 +268,7 @@ class PreprocessJob:
             video_id=vid,
             uri=store.uri(info.key),
             fingerprint=info.fingerprint,
+            content_hash=content_hash,
             duration=video.duration,
             fps=video.fps,
             width=video.width,
@@ -294,3 +302,117 @@ class PreprocessJob:
             for obj in list(self.store.list(prefix)):
                 if obj.key not in keep:
                     self.store.delete(obj.key)
+
+    # --- videos that moved, were touched, or are gone --------------------------------------------
+
+    def delete_video(self, vid: str) -> None:
+        """Delete every artefact of one video except its transform outputs (`sweep_outputs` finds those
+        once the manifests are gone). The sidecar goes first: a video found half deleted is then
+        preprocessed again rather than taken for done."""
+        self.store.delete(self.layout.sidecar(vid))
+        self.store.delete(self.layout.strip(vid))
+        for prefix in self.layout.video_artefact_prefixes(vid):
+            for obj in list(self.store.list(prefix)):
+                self.store.delete(obj.key)
+
+    def move_video(self, old: VideoRecord, info: ObjectInfo, content_hash: str | None) -> VideoRecord:
+        """Re-key a preprocessed video's artefacts to the object `info` now is, without decoding or
+        embedding anything: a rename or move (a new video id), or the same object with a new
+        fingerprint (a touch). Returns the new sidecar record.
+
+        Frames, thumbnails and the strip are copied to the new id's keys; the frame manifests and
+        every model's outputs of them are rewritten with the new ids, URIs and fingerprint, so a
+        later rebuild from the work area finds them. The new sidecar is written last (the commit
+        mark), then what is left of the old version is deleted: a run killed half way re-keys again.
+        Raises ValueError when the old artefacts do not describe `old` (the caller embeds afresh).
+        """
+        store, layout = self.store, self.layout
+        old_vid, new_vid = old.video_id, self.video_id(info.key)
+        if old.error is not None or not old.scenes:
+            raise ValueError(f"video {old.uri} has no preprocessed scenes to carry over")
+        old_parts = set(self._manifest_keys(old_vid, old.fingerprint))
+        if not old_parts:
+            raise ValueError(f"video {old.uri} has no frame manifests to carry over")
+        written: set[str] = set()
+
+        def carry(old_key: str, new_key: str) -> str:
+            if old_key != new_key:
+                store.put(new_key, store.get(old_key), "image/jpeg")
+            written.add(new_key)
+            return store.uri(new_key)
+
+        scenes = []
+        for span in old.scenes:
+            for t in span.frames:
+                carry(layout.frame(old_vid, span.scene, t), layout.frame(new_vid, span.scene, t))
+            thumbnail = (
+                carry(layout.thumb(old_vid, span.scene), layout.thumb(new_vid, span.scene))
+                if span.thumbnail
+                else None
+            )
+            scenes.append(span.model_copy(update={"thumbnail": thumbnail}))
+        strip = carry(layout.strip(old_vid), layout.strip(new_vid)) if old.strip else None
+
+        def rekey(record: ManifestRecord) -> dict[str, object]:
+            if record.scene is None or record.t is None:
+                raise ValueError(f"frame record {record.id} of {old.uri} has no scene or time")
+            uri = store.uri(layout.frame(new_vid, record.scene, record.t))
+            return {"id": stable_id(uri), "uri": uri, "video_id": new_vid, "fingerprint": info.fingerprint}
+
+        outputs = [o.key for o in store.list(layout.outputs_root) if layout.is_output(o.key)]
+        stale: set[str] = set(old_parts)
+        for part in range(len(old_parts)):
+            old_key = layout.frame_manifest(old_vid, old.fingerprint, part)
+            if old_key not in old_parts:
+                raise ValueError(f"the frame manifests of {old.uri} are incomplete (no part {part})")
+            new_key = layout.frame_manifest(new_vid, info.fingerprint, part)
+            records = [ManifestRecord.model_validate_json(line) for line in store.get(old_key).splitlines()]
+            body = dumps_manifest([r.model_copy(update=rekey(r)) for r in records])
+            store.put(new_key, body, MANIFEST_CONTENT_TYPE)
+            written.add(new_key)
+            for out_key in outputs:
+                tag = out_key[len(layout.outputs_root) :].split("/", 1)[0]
+                if layout.output(old_key, tag) != out_key:
+                    continue
+                results = parse_output_lines(store.get(out_key))
+                new_out = layout.output(new_key, tag)
+                store.put(new_out, dumps_results([r.model_copy(update=rekey(r)) for r in results]))
+                written.add(new_out)
+                stale.add(out_key)
+
+        record = old.model_copy(
+            update={
+                "video_id": new_vid,
+                "uri": store.uri(info.key),
+                "fingerprint": info.fingerprint,
+                "content_hash": content_hash or old.content_hash,
+                "scenes": scenes,
+                "strip": strip,
+            }
+        )
+        store.put(layout.sidecar(new_vid), record.model_dump_json(indent=1).encode(), "application/json")
+        written.add(layout.sidecar(new_vid))
+        if old_vid != new_vid:
+            self.delete_video(old_vid)
+        for key in stale - written:
+            store.delete(key)
+        return record
+
+    def sweep_videos(self, current: set[str]) -> list[str]:
+        """Delete the artefacts of every video in the work area whose id is not in `current` (the
+        videos the source holds now): deleted videos, and what killed runs left. Returns their ids.
+
+        A video whose object exists again (put back after the listing `current` came from) is left
+        for the next run to take up.
+        """
+        keys = (o.key for o in self.store.list(self.layout.prefix))
+        gone = sorted({vid for key in keys if (vid := self.layout.video_of(key)) and vid not in current})
+        swept = []
+        for vid in gone:
+            record = self.read_sidecar(vid)
+            key = self.store.key_of(record.uri) if record is not None else None
+            if key is not None and self.store.exists(key):
+                continue
+            self.delete_video(vid)
+            swept.append(vid)
+        return swept

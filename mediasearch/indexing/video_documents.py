@@ -106,6 +106,7 @@ def build_video_documents(
         duration=record.duration,
         scene_count=len(out.scenes),
         fingerprint=record.fingerprint,
+        content_hash=record.content_hash,
         model=model,
         clip_vector=video_vector,
     )
