@@ -134,9 +134,10 @@ class ClipHandler:
             return EmbeddingResponse(
                 model=self.model.identity.id, embeddings=self.model.embed_texts(data.text).tolist()
             )
-        response = EmbeddingResponse(
-            model=self.model.identity.id if self.model else self.captioner.identity.id
-        )  # type: ignore[union-attr]
+        # __init__ refuses a handler with neither model.
+        source = self.model if self.model is not None else self.captioner
+        assert source is not None
+        response = EmbeddingResponse(model=source.identity.id)
         if self.model is not None:
             response.embeddings = self.model.embed_images([data]).tolist()
         if self.captioner is not None:

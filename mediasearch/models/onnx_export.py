@@ -177,7 +177,9 @@ def _source(name: str, identity: ModelIdentity) -> tuple[str, dict[str, Any], Pa
 
 def _export_into(staging: Path, name: str, identity: ModelIdentity, opset: int, per_channel: bool) -> None:
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # `mediasearch export-onnx` prints one JSON summary, nothing else
     started = time.perf_counter()
     source, kwargs, files_dir = _source(name, identity)
     try:
@@ -311,7 +313,7 @@ def quantise(src: Path, dst: Path, per_channel: bool, op_types: Sequence[str]) -
 @torch.inference_mode()
 def _agreement(
     model: Any, tokenizer: Any, processor: Any, folder: Path, image_size: int, max_tokens: int
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """Min cosines: fp32 ONNX vs PyTorch, int8 vs fp32 and int8 vs PyTorch, through the runtime's pipeline."""
     from mediasearch.encoders.onnx_clip import OnnxClipModel
 
@@ -339,4 +341,4 @@ def _agreement(
         "int8_vs_torch": pair(out["int8"], torch_out),
         "n_images": len(images),
         "n_texts": len(texts),
-    }  # type: ignore[dict-item]
+    }
