@@ -15,11 +15,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mediasearch.core.errors import ModelLoadError
 from mediasearch.core.records import stable_id
 from mediasearch.core.settings import Settings
 from mediasearch.core.storage import LocalStore
@@ -79,7 +81,22 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, clip_model) -> tuple[LocalS
     options = VideoOptions(max_scene_s=3.0, frames_per_scene=2)
     report = ingest(store, index, ClipHandler(clip_model), video_options=options, progress=False)
     assert not report.failures, report.failures
-    return store, SearchService(index, LocalEncoder(clip_model), store, MediaLinks())
+    service = SearchService(
+        index, LocalEncoder(clip_model), store, MediaLinks(), text_embedder=OfflineTextEmbedder()
+    )
+    return store, service
+
+
+class OfflineTextEmbedder:
+    """Caption mode on a server without network: its text model was never downloaded."""
+
+    dim = 384
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise ModelLoadError(
+            "cannot load text embedder 'sentence-transformers/all-MiniLM-L6-v2': We couldn't connect to "
+            "'https://huggingface.co' to load the files, and couldn't find them in the cached files."
+        )
 
 
 class BackgroundServer:
@@ -319,3 +336,87 @@ def test_errors_and_empty_results_are_explained(page: Page, tmp_path: Path) -> N
     page.route("**/search", lambda route: route.abort())
     page.click("#search-button")
     expect(error).to_contain_text("Cannot reach the server")
+
+
+# ---- issue 11, item 13 -------------------------------------------------------------------------------
+
+
+def test_more_like_this_scrolls_to_its_results(page: Page) -> None:
+    # A low window, so that the new (shorter) grid still leaves the page scrolled past the answer
+    # unless the page scrolls to it.
+    page.set_viewport_size({"width": 1280, "height": 500})
+    search_for(page, "a green triangle")
+    more = page.locator("#results .card.video .more-like-this").last
+    more.scroll_into_view_if_needed()
+    assert page.evaluate("window.scrollY") > 300  # the button is well down the page
+    more.click()
+    expect(page.locator("#status")).to_contain_text("videos like")
+    # The answer is brought into view: the status line above the grid near the top of the window (as
+    # near as the page's height lets it), and the first new card on screen.
+    wait_until(
+        page,
+        "(() => { const s = document.querySelector('#status').getBoundingClientRect().top;"
+        " const c = document.querySelector('#results .card').getBoundingClientRect().top;"
+        " return s >= -1 && s < window.innerHeight / 3 && c < window.innerHeight; })()",
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "more-like-this.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_video_cards_show_their_scene_strip(page: Page) -> None:
+    page.uncheck("input[name=kinds][value=image]")
+    search_for(page, "a blue square")
+    videos = page.locator("#results .card.video")
+    expect(videos.first).to_be_visible()
+    strips = page.locator("#results .card.video img.strip")
+    expect(strips).to_have_count(videos.count())
+    assert "/strip" in (strips.first.get_attribute("src") or "")
+    wait_until(
+        page,
+        "[...document.querySelectorAll('#results img.strip')].slice(0, 2).every(i => i.complete && i.naturalWidth > 0)",
+    )
+
+
+def test_a_video_only_grid_uses_the_whole_width(page: Page) -> None:
+    page.uncheck("input[name=kinds][value=image]")
+    search_for(page, "a red circle")
+    expect(page.locator("#results .card.video").first).to_be_visible()
+    expect(page.locator("#results.videos-only")).to_have_count(1)
+    boxes = page.eval_on_selector_all(
+        "#results .card",
+        "els => els.map(e => { const b = e.getBoundingClientRect(); return [b.top, b.right]; })",
+    )
+    grid_right = page.evaluate("document.querySelector('#results').getBoundingClientRect().right")
+    first_row = [right for top, right in boxes if abs(top - boxes[0][0]) < 2]
+    assert len(first_row) >= 2 and max(first_row) == pytest.approx(grid_right, abs=2)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "videos-only.png"), full_page=True)
+
+    # With images again, video cards are twice an image card's width.
+    page.check("input[name=kinds][value=image]")
+    expect(page.locator("#results.videos-only")).to_have_count(0)
+
+
+def test_caption_mode_offline_says_what_to_do(page: Page) -> None:
+    page.check("input[name=mode][value=caption]")
+    search_for_error = page.locator("#error")
+    page.fill("#query", "a dog on a beach")
+    page.press("#query", "Enter")
+    expect(search_for_error).to_contain_text("caption search is unavailable")
+    expect(search_for_error).to_contain_text("the clip and hybrid modes work")
+    expect(search_for_error).to_contain_text("Switch the mode to clip or hybrid")
+    assert "huggingface.co" not in search_for_error.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "caption-offline.png"))
+    page.check("input[name=mode][value=clip]")
+    expect(page.locator("#results .card").first).to_be_visible()
+    expect(search_for_error).to_be_hidden()
+
+
+def test_the_page_has_a_favicon(page: Page, base_url: str) -> None:
+    href = page.get_attribute("link[rel=icon]", "href")
+    for url in (base_url + (href or ""), base_url + "/favicon.ico"):
+        response = page.request.get(url)
+        assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml"), url
+        assert response.body().startswith(b"<svg")

@@ -33,9 +33,10 @@ function headers(extra = {}) {
 // ---- talking to the API ------------------------------------------------------------------------
 
 class ApiProblem extends Error {
-  constructor(message, lines = []) {
+  constructor(message, lines = [], field = null) {
     super(message);
     this.lines = lines;
+    this.field = field;
   }
 }
 
@@ -47,6 +48,7 @@ function describeDetail(detail) {
   }
   if (typeof detail === "object") {
     const lines = [];
+    if (detail.reason) lines.push(detail.reason);
     if (detail.field) lines.push(`field: ${detail.field}`);
     if (detail.limit_bytes) lines.push(`limit: ${formatBytes(detail.limit_bytes)}`);
     if (detail.request_id) lines.push(`request id: ${detail.request_id}`);
@@ -69,7 +71,10 @@ async function api(path, options = {}) {
     // A proxy's HTML error page, say: say what happened rather than failing to parse it.
   }
   if (!response.ok) {
-    if (body && body.error) throw new ApiProblem(body.error, describeDetail(body.detail));
+    if (body && body.error) {
+      const field = body.detail && !Array.isArray(body.detail) ? body.detail.field : null;
+      throw new ApiProblem(body.error, describeDetail(body.detail), field);
+    }
     throw new ApiProblem(`The server answered ${response.status} ${response.statusText}.`);
   }
   if (body == null) throw new ApiProblem("The server sent a response that is not JSON.");
@@ -137,13 +142,15 @@ async function search() {
 
 async function moreLikeThis(result) {
   const name = displayName(result);
+  queryInput.value = "";
+  // The button is usually far down the grid: bring the new answer into view.
   await run(`videos like ${name}`, () =>
     api(`/videos/${encodeURIComponent(result.id)}/similar?k=${resultCount()}`),
+    { scroll: true },
   );
-  queryInput.value = "";
 }
 
-async function run(what, call) {
+async function run(what, call, { scroll = false } = {}) {
   const mine = ++generation;
   hideError();
   statusEl.textContent = `Searching for ${what}…`;
@@ -156,10 +163,20 @@ async function run(what, call) {
     if (mine !== generation) return;
     resultsEl.replaceChildren();
     statusEl.textContent = "";
-    showError(err.message, err.lines || []);
+    showError(err.message, [...(err.lines || []), ...hintFor(err)]);
   } finally {
+    // After the next layout, so the browser is not still clamping the scroll to the old grid's height.
+    if (scroll && mine === generation) requestAnimationFrame(() => statusEl.scrollIntoView({ behavior: "smooth", block: "start" }));
     if (mine === generation) form.removeAttribute("aria-busy");
   }
+}
+
+// What to do next, where the page knows better than the message.
+function hintFor(err) {
+  if (err.field === "mode" && selectedMode() === "caption") {
+    return ["Switch the mode to clip or hybrid to search now."];
+  }
+  return [];
 }
 
 function rememberQuery(text) {
@@ -243,6 +260,9 @@ function clearImage() {
 
 function render(results, what, tookMs) {
   resultsEl.replaceChildren();
+  // Video cards are twice as wide as image cards; a grid of videos alone gets columns of their width,
+  // so no column is left empty at the end of each row.
+  resultsEl.classList.toggle("videos-only", results.length > 0 && results.every((r) => r.kind === "video"));
   if (!results.length) {
     statusEl.textContent = "";
     const empty = el("div", { class: "empty" });
@@ -282,6 +302,13 @@ function card(result) {
   article.append(meta);
   article.append(el("div", { class: "name", title: result.uri }, displayName(result)));
   if (result.caption) article.append(el("p", { class: "caption" }, result.caption));
+  if (isVideo && result.strip_url) {
+    // Every scene of the video side by side: what it holds besides the scenes that matched.
+    const scenes = result.scene_count ? `all ${result.scene_count} scenes` : "all scenes";
+    const strip = el("img", { class: "strip", alt: `${scenes} of ${displayName(result)}`, title: scenes, loading: "lazy" });
+    setMedia(strip, result.strip_url);
+    article.append(strip);
+  }
 
   if (isVideo && result.scenes && result.scenes.length) {
     const list = el("ol", { class: "scenes", "aria-label": "Matching scenes" });

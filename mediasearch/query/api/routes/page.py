@@ -15,6 +15,7 @@ router = APIRouter(include_in_schema=False)
 WEB_ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 # The page loads only its own script and style; media may come from presigned S3 (or LocalStack) URLs.
 PAGE_CSP = (
@@ -30,6 +31,12 @@ def page() -> HTMLResponse:
         _web_file("index.html"),
         headers={"content-security-policy": PAGE_CSP, "cache-control": "no-cache"},
     )
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico whatever the page says; they all take an SVG."""
+    return static("favicon.svg")
 
 
 @router.get("/static/{name}")
