@@ -157,6 +157,8 @@ class LocalStore(ObjectStore):
             raise ObjectNotFound(f"{self.uri(key)} does not exist") from None
         except IsADirectoryError:
             raise ObjectNotFound(f"{self.uri(key)} is a folder, not an object") from None
+        except OSError as exc:  # a name too long, a permission, a parent that is a file: the name is at fault
+            raise StoreError(f"cannot read {self.uri(key)}: {exc.strerror or exc}") from None
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         path = self.path(key)
@@ -168,7 +170,7 @@ class LocalStore(ObjectStore):
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = self.path(key).stat()
-        except (FileNotFoundError, NotADirectoryError):
+        except (OSError, ValueError):  # missing, a name too long or holding a NUL: no such object
             return None
         if not os.path.isfile(self.path(key)):
             return None
@@ -205,16 +207,44 @@ class LocalStore(ObjectStore):
         return self.root_uri.rstrip("/") + "/" + quote(_check_key(key))
 
     def key_of(self, uri: str) -> str | None:
-        return super().key_of(uri if not uri.startswith("file:") else _normalise_file_uri(uri))
+        if uri.startswith("file:"):
+            path = _file_uri_path(uri)
+            if path is None:
+                return None
+            uri = path.as_uri()
+        key = super().key_of(uri)
+        # `uri(key)` quotes the key, so its inverse unquotes it: "a%20b.png" is the file "a b.png".
+        key = unquote(key) if key is not None else None
+        return key if key is not None and _is_safe_key(key) else None
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return None
 
 
-def _normalise_file_uri(uri: str) -> str:
-    """file:///a/b%20c -> file:///a/b%20c with the path resolved, so '..' cannot escape a root."""
-    path = Path(unquote(urlparse(uri).path)).resolve()
-    return path.as_uri()
+def _file_uri_path(uri: str) -> Path | None:
+    """The resolved local path a file:// URI names (so '..' cannot escape a root), or None where it
+    names none: a URI of another host (`file://host/...`), or a path holding a NUL byte."""
+    parsed = urlparse(uri)
+    if parsed.netloc not in ("", "localhost"):
+        return None
+    path = unquote(parsed.path)
+    if "\x00" in path:
+        return None
+    try:
+        return Path(path).resolve()
+    except (OSError, ValueError):
+        return None
+
+
+def _local_location(text: str) -> str:
+    """The folder path of a file:// location; StoreError for one that names no local path."""
+    path = _file_uri_path(text)
+    if path is None:
+        raise StoreError(
+            f"unsupported location {text!r}: a file:// URI must name a path on this machine "
+            "(file:///path or file://localhost/path)"
+        )
+    return str(path)
 
 
 class S3Store(ObjectStore):
@@ -356,7 +386,7 @@ def open_store(location: str | os.PathLike[str]) -> ObjectStore:
     if text.startswith("s3://"):
         return open_s3_store(text)
     if text.startswith("file://"):
-        return LocalStore(unquote(urlparse(text).path))
+        return LocalStore(_local_location(text))
     if "://" in text:
         raise StoreError(f"unsupported store location {text!r}: use a folder path, file:// or s3://")
     return LocalStore(text)
@@ -378,7 +408,7 @@ def open_uri(uri: str) -> tuple[ObjectStore, str]:
         if not parsed.netloc or not key:
             raise StoreError(f"invalid S3 URI {uri!r}: expected s3://bucket/key")
         return S3Store(parsed.netloc), key
-    path = Path(unquote(urlparse(uri).path) if uri.startswith("file://") else uri).expanduser().resolve()
+    path = Path(_local_location(uri) if uri.startswith("file://") else uri).expanduser().resolve()
     return LocalStore(path.parent), path.name
 
 
