@@ -289,3 +289,56 @@ def test_a_move_interrupted_half_way_is_finished_by_the_next_run(
     assert index.count(IndexFilter(video_id=old_vid)) == 0
     assert video_artefacts(store, old_vid) == []
     assert_thumbnails_exist(store, index)
+
+
+def test_a_move_killed_with_sigkill_is_finished_by_the_next_run(
+    tmp_path: Path, videos: dict[str, bytes]
+) -> None:
+    """Real `mediasearch ingest` processes: the first is killed (SIGKILL) after a moved video's new
+    documents are written and before its old ones and old artefacts go; the next run converges."""
+    import subprocess
+    import sys
+
+    from mediasearch.core.model_identity import identify
+    from mediasearch.index.generations import generation_name
+    from mediasearch.models.random_init import build_random_clip
+
+    model = build_random_clip(tmp_path / "model", size="tiny")
+    store = LocalStore(tmp_path / "media")
+    fill(store, videos)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "MEDIASEARCH_CLIP_MODEL": str(model),
+        "MEDIASEARCH_LANCEDB_URI": str(tmp_path / "lancedb"),
+        "MEDIASEARCH_DEVICE": "cpu",
+        "MEDIASEARCH_MAX_SCENE_S": "3",
+        "MEDIASEARCH_FRAMES_PER_SCENE": "2",
+    }
+    command = [sys.executable, "-m", "mediasearch.cli", "ingest", str(store.root)]
+
+    def ingest_process(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    first = ingest_process()
+    assert first.returncode == 0, first.stderr
+    index = LanceDBIndex(str(tmp_path / "lancedb"), generation_name("media", identify(str(model))))
+    before = index.count()
+    old_vid, new_vid = doc_id(store, "clips/one.mp4"), doc_id(store, "clips/renamed.mp4")
+    old_vector = index.get_with_vectors(old_vid)
+    os.rename(store.root / "clips/one.mp4", store.root / "clips/renamed.mp4")
+
+    killed = ingest_process(MEDIASEARCH_FAILPOINT="mid-move")
+    assert killed.returncode == -9, killed.stderr
+    assert index.get(new_vid) is not None and index.get(old_vid) is not None  # killed half way
+
+    rerun = ingest_process()
+    assert rerun.returncode == 0, rerun.stderr
+    assert "embedded 0," in rerun.stdout and "removed 1" in rerun.stdout, rerun.stdout
+    assert index.count() == before and index.get(old_vid) is None
+    assert index.count(IndexFilter(video_id=old_vid)) == 0 and video_artefacts(store, old_vid) == []
+    moved = index.get_with_vectors(new_vid)
+    assert moved is not None and old_vector is not None
+    np.testing.assert_array_equal(moved.clip_vector, old_vector.clip_vector)
+    assert_thumbnails_exist(store, index)

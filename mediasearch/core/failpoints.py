@@ -12,6 +12,7 @@ import signal
 
 # Every point, in the order an ingest reaches them.
 POINTS = (
+    "mid-move",  # a moved video's new documents and artefacts written, the old ones not yet deleted
     "after-preprocess",  # frames, thumbnails and sidecars written, nothing embedded
     "after-transform",  # outputs written, nothing loaded
     "mid-load",  # the first batch of documents written, the rest not

@@ -473,6 +473,7 @@ class Pipeline:
         # New documents first, then the old ones, then the old artefacts: an indexed document's
         # thumbnails exist at every moment, and a run killed half way is finished by the next one.
         self.index.upsert([*scenes, renamed])
+        failpoints.reach("mid-move")
         self.index.delete([move.old.id, *(s.id for s in old_scenes)])
         job.delete_video(move.old.id)
         return True
