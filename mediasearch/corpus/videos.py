@@ -259,6 +259,7 @@ def _encode_av(spec: VideoSpec, frames, times: list[float]) -> bytes:
         with av.open(tmp, "w", format=fmt) as out:
             rate = Fraction(spec.fps).limit_denominator(1001)
             stream = out.add_stream(spec.codec, rate=rate)
+            assert isinstance(stream, av.video.stream.VideoStream)  # a video codec gives a video stream
             stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
             gop = max(1, round(spec.gop_s * spec.fps))
             stream.codec_context.gop_size = gop

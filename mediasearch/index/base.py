@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 
@@ -77,6 +78,10 @@ class Hit:
     parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: normalised "keyword" and "vector"
 
 
+# One score or a column of them: the fusion is the same elementwise (LanceDB fuses whole columns).
+Scores = TypeVar("Scores", float, np.ndarray)
+
+
 @dataclass(frozen=True)
 class HybridWeights:
     """How keyword relevance and vector similarity are mixed after min-max normalisation.
@@ -99,7 +104,7 @@ class HybridWeights:
         object.__setattr__(self, "keyword", float(self.keyword) / total)
         object.__setattr__(self, "vector", float(self.vector) / total)
 
-    def combine(self, keyword: float, vector: float) -> float:
+    def combine(self, keyword: Scores, vector: Scores) -> Scores:
         """The weighted arithmetic mean, as OpenSearch's normalization-processor computes it."""
         return self.keyword * keyword + self.vector * vector
 

@@ -295,7 +295,7 @@ def detect_scenes(
 
 def _plane(plane: av.video.plane.VideoPlane, step: int) -> np.ndarray:
     # A strided view of the decoder's own buffer: no copy of the full-size frame is ever made.
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[::step, : plane.width : step]
 
 
@@ -319,7 +319,7 @@ def detection_image(frame: av.VideoFrame, width: int, height: int) -> np.ndarray
 
 
 def scene_ranges(
-    cuts: Sequence[int], frame_times: Sequence[float], duration: float, max_scene_s: float
+    cuts: Sequence[int], frame_times: Sequence[float] | np.ndarray, duration: float, max_scene_s: float
 ) -> list[tuple[int, int]]:
     """Frame ranges [a, b) of the scenes, with every scene longer than `max_scene_s` split into equal windows.
 
@@ -369,7 +369,7 @@ def sample_times(t_start: float, t_end: float, n: int, margin_s: float = 0.0) ->
 def sample_frame_indices(
     a: int,
     b: int,
-    frame_times: Sequence[float],
+    frame_times: Sequence[float] | np.ndarray,
     scene_end: float,
     n: int,
     margin_frames: int,
@@ -440,7 +440,7 @@ def read_frames(
                 # Seek only when a keyframe lies between where we are and the target: otherwise the
                 # decoder would have to work through the same frames after the seek anyway.
                 if frames is None or (seekable and key_t > position + eps):
-                    if seekable and key_t > eps:
+                    if seekable and key_t > eps and stream.time_base is not None:
                         container.seek(round(key_t / stream.time_base), stream=stream, backward=True)
                     elif frames is not None:
                         container.seek(0, stream=stream, backward=True)

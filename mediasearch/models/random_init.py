@@ -9,7 +9,7 @@ The captioner's `size="base"` has ViT-GPT2's shapes instead (ViT-B/16 at 224 + G
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -114,7 +114,7 @@ def build_random_captioner(path: str | Path, size: Literal["tiny", "base"] = "ti
             image_size=32,
             patch_size=8,
         )
-        decoder_shape: dict[str, int] = dict(n_embd=32, n_layer=2, n_head=4, n_positions=128)
+        decoder_shape: dict[str, Any] = dict(n_embd=32, n_layer=2, n_head=4, n_positions=128)
         side = 32
     else:
         vocab = _gpt2_byte_level_vocab(50257)
@@ -127,12 +127,12 @@ def build_random_captioner(path: str | Path, size: Literal["tiny", "base"] = "ti
         bos_token_id=eos,
         eos_token_id=eos,
         add_cross_attention=True,
-        is_decoder=True,
         # Tied random embeddings make the LM head echo its input, the start token (EOS): every caption
         # would be empty. Untied, captions vary with the image. The compute is the same either way.
         tie_word_embeddings=False,
         **decoder_shape,
     )
+    decoder.is_decoder = True  # a PretrainedConfig attribute GPT2Config's signature does not list
     # GPT2 has no pad token and starts from EOS, as ViT-GPT2 does; generate() needs all three set.
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
         encoder,
@@ -164,7 +164,7 @@ _WORDPIECE_WORDS = (
 
 def build_random_text_embedder(path: str | Path, size: Literal["tiny"] = "tiny", seed: int = 0) -> Path:
     """A tiny random BERT with a WordPiece tokenizer, saved like a sentence-transformers checkpoint."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     if size != "tiny":
         raise ValueError(f"unknown size {size!r}: only 'tiny' is built")
