@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from opensearchpy import RequestsAWSV4SignerAuth, RequestsHttpConnection
 
 from mediasearch import backends
@@ -32,7 +34,16 @@ from mediasearch.index.opensearch import (
     index_body,
     knn_query,
 )
-from tests.fake_opensearch import SHARDS, FakeCluster, client_for, error
+from tests.fake_opensearch import (
+    SHARDS,
+    FakeCluster,
+    MemoryCluster,
+    Refused,
+    check_pipeline,
+    check_search,
+    client_for,
+    error,
+)
 
 SPEC = IndexSpec(clip_dim=4, caption_dim=3)
 
@@ -262,11 +273,14 @@ def test_knn_query_without_filter_on_the_caption_field() -> None:
 
 
 @pytest.mark.parametrize(
-    ("vector", "k"), [(np.zeros((2, 2)), 3), (np.array([]), 3), (np.array([1.0, 0.0]), 0)]
+    ("vector", "k"),
+    [(np.zeros((2, 2)), 3), (np.array([]), 3), (np.array([1.0, 0.0]), 0), (np.array([1.0, 0.0]), 10_001)],
 )
 def test_knn_query_rejects_bad_input(vector: np.ndarray, k: int) -> None:
+    """k in (0, 10000] is k-NN 2.19's own rule (KNNQueryBuilder.K_MAX): refused here, before a request."""
     with pytest.raises(ValueError):
         knn_query(vector, k)
+    assert knn_query(np.array([1.0, 0.0]), 10_000)["size"] == 10_000
 
 
 # ---------------------------------------------------------------- score conversion
@@ -775,10 +789,13 @@ def test_smoke_against_a_real_cluster() -> None:
         index.close()
 
 
-def test_hybrid_query_body_filters_both_subqueries() -> None:
+def test_hybrid_query_body_filters_both_subqueries_and_carries_its_pipeline() -> None:
+    from mediasearch.index.base import HybridWeights
     from mediasearch.index.opensearch import hybrid_query
 
-    body = hybrid_query("red car", np.array([1.0, 0.0], dtype=np.float32), 3, IndexFilter(tags=("car",)))
+    body = hybrid_query(
+        "red car", np.array([1.0, 0.0], dtype=np.float32), 3, IndexFilter(tags=("car",)), HybridWeights(1, 3)
+    )
     tag_filter = [{"term": {"tags": "car"}}]
     assert body == {
         "size": 3,
@@ -804,28 +821,69 @@ def test_hybrid_query_body_filters_both_subqueries() -> None:
                 ]
             }
         },
+        # A temporary pipeline in the request (docs 2.19, "Using a temporary search pipeline for a
+        # request"; CORE SearchSourceBuilder parses an object `search_pipeline` since 2.8).
+        "search_pipeline": {
+            "phase_results_processors": [
+                {
+                    "normalization-processor": {
+                        "normalization": {"technique": "min_max"},
+                        "combination": {
+                            "technique": "arithmetic_mean",
+                            "parameters": {"weights": [0.25, 0.75]},
+                        },
+                    }
+                }
+            ]
+        },
     }
+    check_search(body, {}, {})  # and the 2.19 rules accept it
 
 
-def test_search_pipeline_is_the_documented_normalization_processor() -> None:
+@settings(max_examples=300, deadline=None)
+@given(
+    keyword=st.floats(min_value=0, max_value=1, allow_nan=False),
+    clip=st.floats(min_value=0, max_value=1, allow_nan=False),
+)
+def test_any_pair_the_api_accepts_makes_weights_opensearch_accepts(keyword: float, clip: float) -> None:
+    """The API takes any pair in [0, 1], not both 0 (HybridWeightsModel). NS 2.19
+    ScoreCombinationUtil.validateWeights wants each in [0, 1] and a sum of 1 within 0.01, so
+    {"keyword": 0.5, "clip": 0.7} used to be refused by the cluster (a 503 to the caller)."""
+    from mediasearch.core.records import HybridWeightsModel
     from mediasearch.index.base import HybridWeights
-    from mediasearch.index.opensearch import search_pipeline_body, search_pipeline_name
+    from mediasearch.index.opensearch import search_pipeline_body
 
-    weights = HybridWeights(keyword=0.25, vector=0.75)
-    assert search_pipeline_name(weights) == "mediasearch-hybrid-0_25-0_75"
-    assert search_pipeline_body(weights)["phase_results_processors"] == [
-        {
-            "normalization-processor": {
-                "normalization": {"technique": "min_max"},
-                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.25, 0.75]}},
+    assume(keyword + clip > 0)
+    HybridWeightsModel(keyword=keyword, clip=clip)  # the API accepts it
+    weights = HybridWeights(keyword, clip)
+    fusion = check_pipeline(search_pipeline_body(weights))
+    assert fusion is not None and fusion.weights is not None
+    assert abs(sum(fusion.weights) - 1.0) <= 1e-9
+    # Scaling keeps the ratio, so the ranking is the caller's.
+    assert weights.keyword * clip == pytest.approx(weights.vector * keyword, rel=1e-9, abs=1e-300)
+
+
+def test_the_unscaled_pair_is_what_2_19_refuses() -> None:
+    body = {
+        "phase_results_processors": [
+            {
+                "normalization-processor": {
+                    "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.5, 0.7]}}
+                }
             }
-        }
-    ]
+        ]
+    }
+    with pytest.raises(Refused, match=r"sum of weights for combination must be equal to 1\.0"):
+        check_pipeline(body)
 
 
-def test_hybrid_creates_the_pipeline_once_and_searches_through_it(
+def test_hybrid_sends_each_requests_weights_and_creates_no_pipeline(
     cluster: FakeCluster, index: OpenSearchIndex
 ) -> None:
+    """No PUT /_search/pipeline/...: a pipeline per weight pair grew cluster state without bound from
+    public input, and needed a write verb the query Lambda is no longer granted (infra/template.yaml)."""
+    from mediasearch.index.base import HybridWeights
+
     docs = _docs()
     hit = {"_index": "media", "_id": docs[0].id, "_score": 0.9, "_source": _source_without_vectors(docs[0])}
     response = {
@@ -834,15 +892,78 @@ def test_hybrid_creates_the_pipeline_once_and_searches_through_it(
         "_shards": SHARDS,
         "hits": {"total": {"value": 1}, "hits": [hit]},
     }
-    cluster.respond("PUT", "/_search/pipeline/mediasearch-hybrid-0_3-0_7", {"acknowledged": True})
     cluster.respond("POST", "/media/_search", response)
     cluster.respond("POST", "/media/_search", response)
     vector = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
     hits = index.hybrid("red", vector, 1)
-    index.hybrid("red", vector, 1)
-    puts = [r for r in cluster.requests if r.method == "PUT"]
-    assert len(puts) == 1 and puts[0].body["phase_results_processors"][0]["normalization-processor"]
-    searches = [r for r in cluster.requests if r.path == "/media/_search"]
-    assert all(r.params == {"search_pipeline": "mediasearch-hybrid-0_3-0_7"} for r in searches)
+    index.hybrid("red", vector, 1, weights=HybridWeights(keyword=0.5, vector=0.7))
+    assert cluster.calls() == [("POST", "/media/_search")] * 2
+    searches = cluster.requests
+    assert all(r.params == {} for r in searches)  # a named pipeline and an inline one cannot mix
+    weights = [
+        r.body["search_pipeline"]["phase_results_processors"][0]["normalization-processor"]["combination"][
+            "parameters"
+        ]["weights"]
+        for r in searches
+    ]
+    assert weights[0] == [0.3, 0.7]
+    assert weights[1] == pytest.approx([0.5 / 1.2, 0.7 / 1.2]) and sum(weights[1]) == pytest.approx(1.0)
     assert "hybrid" in searches[0].body["query"]
     assert [h.document.id for h in hits] == [docs[0].id] and hits[0].score == pytest.approx(0.9)
+
+
+# ---------------------------------------------------------------- bulk loads on a throttled cluster
+
+
+def _memory_index(collection: str = "media") -> tuple[MemoryCluster, OpenSearchIndex]:
+    cluster = MemoryCluster()
+    # No waiting between retries in tests; the production backoff is BULK_BACKOFF_S doubling.
+    index = OpenSearchIndex(client_for(cluster), collection, bulk_backoff_s=0.0)
+    index.create(SPEC)
+    return cluster, index
+
+
+def test_upsert_retries_documents_a_throttled_cluster_rejects() -> None:
+    """A busy domain answers some bulk items with 429 (es_rejected_execution_exception). opensearch-py
+    retries those only in streaming_bulk with max_retries and raise_on_error=False
+    (helpers/actions.py); parallel_bulk, used before, gave up and the load failed."""
+    cluster, index = _memory_index()
+    cluster.throttle(bulk_documents=2)
+    assert index.upsert(_docs()) == 3
+    assert cluster.rejected_documents == 2
+    assert sorted(cluster.indices["media"].docs) == ["img1", "v1", "v1-s0"]
+    bulks = [r for r in cluster.requests if r.path == "/_bulk"]
+    assert len(bulks) == 2 and len(bulks[1].body) == 4  # the retry carries only the two rejected
+
+
+def test_upsert_retries_a_whole_bulk_request_answered_429() -> None:
+    cluster, index = _memory_index()
+    cluster.throttle(bulk_requests=2)
+    assert index.upsert(_docs()) == 3
+    assert cluster.rejected_requests == 2 and len(cluster.indices["media"].docs) == 3
+
+
+def test_upsert_still_names_other_failures_and_gives_up_after_its_retries() -> None:
+    cluster, index = _memory_index()
+    bad = _docs()[0].model_copy(update={"id": "bad", "clip_vector": np.zeros(3, dtype=np.float32)})
+    cluster.throttle(bulk_documents=2)
+    with pytest.raises(IndexError_, match=r"failed for 1 document\(s\): bad \(mapper_parsing_exception"):
+        index.upsert([*_docs(), bad])
+    assert sorted(cluster.indices["media"].docs) == ["img1", "v1", "v1-s0"]
+
+    cluster, index = _memory_index()
+    cluster.throttle(bulk_documents=1000)  # throttled for longer than the retries last
+    with pytest.raises(
+        IndexError_, match=r"failed for 3 document\(s\): img1 \(es_rejected_execution_exception"
+    ):
+        index.upsert(_docs())
+    assert cluster.rejected_documents == 3 * (1 + index.bulk_retries)
+    assert cluster.indices["media"].docs == {}
+
+
+def test_delete_retries_throttled_documents_too() -> None:
+    cluster, index = _memory_index()
+    index.upsert(_docs())
+    cluster.throttle(bulk_documents=1)
+    assert index.delete(["img1", "v1"]) == 2
+    assert sorted(cluster.indices["media"].docs) == ["v1-s0"]

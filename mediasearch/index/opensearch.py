@@ -53,7 +53,17 @@ HNSW_EF_CONSTRUCTION = 128
 # instance types: a 512-d vector is ~10 KB of JSON, so 500 docs with caption vectors is ~8 MB.
 BULK_CHUNK_DOCS = 500
 BULK_CHUNK_BYTES = 8 * 1024 * 1024
-BULK_THREADS = 4
+# A throttled cluster answers 429, for a whole bulk request or per document (its write queue is
+# full). opensearch-py's streaming_bulk retries both, waiting initial_backoff * 2**n seconds (capped
+# at max_backoff), but per-document 429s only with raise_on_error=False (helpers/actions.py: with it
+# True the first error ends the chunk in a BulkIndexError); parallel_bulk retries neither. 2+4+8+16+
+# 32+60 s rides out about two minutes of throttling before a document is reported as failed.
+BULK_RETRIES = 6
+BULK_BACKOFF_S = 2.0
+BULK_MAX_BACKOFF_S = 60.0
+# The k-NN plugin refuses a `knn` query with k outside (0, 10000] (KNNQueryBuilder.K_MAX); the same
+# number is the default index.max_result_window, which bounds `size`.
+KNN_K_MAX = 10_000
 # Multi-get responses with vectors carry whole vectors; batches keep each response a few MB.
 MGET_CHUNK_IDS = 500
 # Documents per page of `scan` (a few fields each; 10,000 is the cluster's default result window).
@@ -140,8 +150,8 @@ def knn_query(
     arr = np.asarray(vector, dtype=np.float32)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"a query vector must be a non-empty 1-D array, got shape {arr.shape}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    if not 1 <= k <= KNN_K_MAX:
+        raise ValueError(f"k must be in [1, {KNN_K_MAX}], got {k}")
     knn: dict[str, Any] = {"vector": arr.tolist(), "k": k}
     clause = filter_clause(filter)
     if clause is not None:
@@ -154,12 +164,23 @@ def knn_query(
     }
 
 
-def hybrid_query(text: str, vector: np.ndarray, k: int, filter: IndexFilter | None = None) -> dict[str, Any]:
-    """The _search body of a hybrid query: BM25 over caption and tags, and CLIP k-NN.
+def hybrid_query(
+    text: str,
+    vector: np.ndarray,
+    k: int,
+    filter: IndexFilter | None = None,
+    weights: HybridWeights = HybridWeights(),
+) -> dict[str, Any]:
+    """The _search body of a hybrid query: BM25 over caption and tags, and CLIP k-NN, fused by a
+    temporary search pipeline carried in the body itself.
 
     https://docs.opensearch.org/latest/query-dsl/compound/hybrid/ — the filter goes into each
-    subquery rather than the hybrid-level `filter` parameter, which 2.11-2.18 do not have.
-    The subquery order is the order of the weights in `search_pipeline_body`.
+    subquery: the hybrid-level `filter` only exists from neural-search 3.0 (2.19's
+    HybridQueryBuilder.fromXContent refuses it). The subquery order is the order of the weights.
+
+    The pipeline goes in the body (`search_pipeline` as an object: SearchSourceBuilder, since 2.8; on
+    by default) rather than as a named pipeline PUT once per weight pair: nothing accumulates in
+    cluster state from request input, and the caller needs no write permission on the domain.
     """
     knn_body = knn_query(vector, k, filter)
     keyword: dict[str, Any] = {"multi_match": {"query": text, "fields": ["caption", "tags"]}}
@@ -170,27 +191,26 @@ def hybrid_query(text: str, vector: np.ndarray, k: int, filter: IndexFilter | No
         "size": k,
         "_source": knn_body["_source"],
         "query": {"hybrid": {"queries": [keyword, knn_body["query"]]}},
+        "search_pipeline": search_pipeline_body(weights),
     }
-
-
-def search_pipeline_name(weights: HybridWeights) -> str:
-    return f"mediasearch-hybrid-{weights.keyword:g}-{weights.vector:g}".replace(".", "_")
 
 
 def search_pipeline_body(weights: HybridWeights) -> dict[str, Any]:
     """Min-max normalisation then the weighted arithmetic mean, the combination HybridWeights describes.
 
-    https://docs.opensearch.org/latest/search-plugins/search-pipelines/normalization-processor/
+    https://docs.opensearch.org/latest/search-plugins/search-pipelines/normalization-processor/ —
+    the weights must each lie in [0, 1] and sum to 1 +- 0.01 (ScoreCombinationUtil.validateWeights),
+    which HybridWeights guarantees by keeping its pair normalised; they are sent as JSON floats
+    (`1.0`, not `1`), as the processor reads them as a list of doubles.
     """
     return {
-        "description": "mediasearch hybrid search: keyword (BM25) + CLIP k-NN",
         "phase_results_processors": [
             {
                 "normalization-processor": {
                     "normalization": {"technique": "min_max"},
                     "combination": {
                         "technique": "arithmetic_mean",
-                        "parameters": {"weights": [weights.keyword, weights.vector]},
+                        "parameters": {"weights": [float(weights.keyword), float(weights.vector)]},
                     },
                 }
             }
@@ -273,12 +293,25 @@ def build_client(
 
 
 class OpenSearchIndex(VectorIndex):
-    """A collection stored as one OpenSearch index of the same name."""
+    """A collection stored as one OpenSearch index of the same name.
 
-    def __init__(self, client: OpenSearch, collection: str) -> None:
-        self._pipelines: set[str] = set()
+    Freshness: every request goes to the cluster, so a running server (or a warm Lambda) sees
+    another process's writes as soon as the index refreshes: within its `refresh_interval` (1 s by
+    default), and at once after `upsert` and `delete`, which refresh when they finish.
+    """
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        collection: str,
+        *,
+        bulk_retries: int = BULK_RETRIES,
+        bulk_backoff_s: float = BULK_BACKOFF_S,
+    ) -> None:
         self.client = client
         self.collection = collection
+        self.bulk_retries = bulk_retries
+        self.bulk_backoff_s = bulk_backoff_s
         # Set once the index is known to exist, so writes can refuse to auto-create an index with a
         # dynamic (non-k-NN) mapping without asking the cluster before every batch.
         self._exists = False
@@ -349,21 +382,16 @@ class OpenSearchIndex(VectorIndex):
     def upsert(self, docs: Sequence[IndexDocument]) -> int:
         if not docs:
             return 0
-        # The last write of an id wins. Without this, parallel_bulk could send two versions of one id in
-        # chunks on different threads and either could land last.
+        # The last write of an id wins: one version per id, so a retried chunk can never put an older
+        # version back after a newer one.
         unique = list({doc.id: doc for doc in docs}.values())
         with self._errors("upsert"):
             if not self._require_index():
                 raise IndexError_(f"collection {self.collection!r} does not exist: call create() first")
             written = 0
             failed: dict[str, str] = {}
-            for ok, item in helpers.parallel_bulk(
-                self.client,
-                bulk_actions(self.collection, unique),
-                thread_count=BULK_THREADS,
-                chunk_size=BULK_CHUNK_DOCS,
-                max_chunk_bytes=BULK_CHUNK_BYTES,
-                raise_on_error=False,
+            for ok, item in self._bulk(
+                bulk_actions(self.collection, unique), BULK_CHUNK_DOCS, BULK_CHUNK_BYTES
             ):
                 result = item["index"]
                 if ok:
@@ -375,6 +403,22 @@ class OpenSearchIndex(VectorIndex):
         if failed:
             raise IndexError_(_failure_message("upsert", self.collection, failed))
         return written
+
+    def _bulk(
+        self, actions: Iterable[dict[str, Any]], chunk_docs: int, chunk_bytes: int
+    ) -> Iterator[tuple[bool, dict[str, Any]]]:
+        """(ok, item) per action, 429s retried with backoff (see BULK_RETRIES); what still failed,
+        a 429 after the last retry included, comes back not ok for the caller to report by id."""
+        return helpers.streaming_bulk(
+            self.client,
+            actions,
+            chunk_size=chunk_docs,
+            max_chunk_bytes=chunk_bytes,
+            raise_on_error=False,
+            max_retries=self.bulk_retries,
+            initial_backoff=self.bulk_backoff_s,
+            max_backoff=BULK_MAX_BACKOFF_S,
+        )
 
     def knn(
         self,
@@ -403,17 +447,9 @@ class OpenSearchIndex(VectorIndex):
         filter: IndexFilter | None = None,
         weights: HybridWeights = HybridWeights(),
     ) -> list[Hit]:
-        pipeline = search_pipeline_name(weights)
         with self._errors("hybrid search"):
-            if pipeline not in self._pipelines:
-                # PUT is idempotent, so racing API workers may both create it.
-                self.client.search_pipeline.put(id=pipeline, body=search_pipeline_body(weights))
-                self._pipelines.add(pipeline)
             response = self._unless_missing(
-                self.client.search,
-                index=self.collection,
-                body=hybrid_query(text, vector, k, filter),
-                params={"search_pipeline": pipeline},
+                self.client.search, index=self.collection, body=hybrid_query(text, vector, k, filter, weights)
             )
         if response is None:
             return []
@@ -454,11 +490,8 @@ class OpenSearchIndex(VectorIndex):
                 return 0
             deleted = 0
             failed: dict[str, str] = {}
-            for ok, item in helpers.streaming_bulk(
-                self.client,
-                _delete_actions(self.collection, wanted),
-                chunk_size=BULK_CHUNK_DOCS * 2,
-                raise_on_error=False,
+            for ok, item in self._bulk(
+                _delete_actions(self.collection, wanted), BULK_CHUNK_DOCS * 2, BULK_CHUNK_BYTES
             ):
                 result = item["delete"]
                 if ok and result.get("result") == "deleted":
