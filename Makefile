@@ -10,7 +10,7 @@ DATA ?= mediasearch-data
 
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup test lint demo demo-offline serve bench clean
+.PHONY: setup scan-setup test lint demo demo-offline serve bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,22 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# checkov (the template's security scan, tests/test_infra.py) gets its own environment: it pins
+# boto3 exactly, packaging<24 and networkx<2.7, which would downgrade what the project runs with.
+SCAN_VENV ?= .venv-scan
+CHECKOV_SPEC ?= checkov>=3.3,<4
+$(SCAN_VENV)/.installed:
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install -q "$(CHECKOV_SPEC)"
+	touch $@
+
+scan-setup: $(SCAN_VENV)/.installed
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+test: setup scan-setup lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The main job: sample corpus -> ingest (manifests, batch transform, load into LanceDB) -> queries.
