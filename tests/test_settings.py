@@ -124,7 +124,9 @@ def test_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("MEDIASEARCH_LOG_LEVEL", "DEBUG")
     settings = Settings(_env_file=None)
     assert backends.video_options(settings).frames_per_scene == 1
-    assert backends.search_service(settings).hybrid_weights.keyword == 0.5
+    # The service keeps the pair scaled to sum to 1 (HybridWeights), so the setting shows as the ratio.
+    weights = backends.search_service(settings).hybrid_weights
+    assert weights.keyword / weights.vector == pytest.approx(0.5 / settings.hybrid_clip_weight)
     assert settings.log_level == "DEBUG"
 
 
