@@ -198,12 +198,17 @@ class SearchFilters(BaseModel):
 
 
 class HybridWeightsModel(BaseModel):
-    """Weights of the two parts of a hybrid search (they need not sum to 1)."""
+    """Relative weights of the two parts of a hybrid search: each in [0, 1], not both 0, and they need
+    not sum to 1. They are scaled to sum to 1 before use (what OpenSearch requires; the ranking is the
+    same), so `{"keyword": 0.5, "clip": 0.7}` searches with 0.417 and 0.583, and explanations show
+    the scaled pair."""
 
     model_config = ConfigDict(extra="forbid")
 
-    keyword: float = Field(HYBRID_KEYWORD_WEIGHT, ge=0, le=1)
-    clip: float = Field(HYBRID_CLIP_WEIGHT, ge=0, le=1)
+    keyword: float = Field(
+        HYBRID_KEYWORD_WEIGHT, ge=0, le=1, description="BM25 over captions and tags, relative to clip"
+    )
+    clip: float = Field(HYBRID_CLIP_WEIGHT, ge=0, le=1, description="CLIP k-NN, relative to keyword")
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> HybridWeightsModel:

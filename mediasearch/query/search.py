@@ -395,13 +395,17 @@ class SearchService:
     def explain(self, hit: Hit, query: Query, req: SearchRequest, what: str) -> str:
         if query.text is not None:
             w = self.weights(req)
+            # The weights as the backend used them: HybridWeights keeps the pair scaled to sum to 1.
             if hit.parts:
                 return (
-                    f"hybrid {hit.score:.3f} = ({w.keyword:g} x keyword {hit.parts['keyword']:.3f} + "
-                    f"{w.vector:g} x clip {hit.parts['vector']:.3f}) / {w.keyword + w.vector:g}, "
+                    f"hybrid {hit.score:.3f} = {w.keyword:.3g} x keyword {hit.parts['keyword']:.3f} + "
+                    f"{w.vector:.3g} x clip {hit.parts['vector']:.3f}, "
                     "each part min-max normalised over the candidates"
                 )
-            return f"hybrid {hit.score:.3f}: keyword weight {w.keyword:g}, clip weight {w.vector:g}, min-max normalised"
+            return (
+                f"hybrid {hit.score:.3f}: keyword weight {w.keyword:.3g}, clip weight {w.vector:.3g}, "
+                "each part min-max normalised"
+            )
         if query.field is VectorField.CAPTION:
             return f"cosine similarity {hit.score:.3f} between the query and the {what}'s caption"
         return f"cosine similarity {hit.score:.3f} between the query and the {what}"
