@@ -411,7 +411,12 @@ class OnnxClipModel:
         if is_export_dir(Path(self.name).expanduser()):
             meta = self._opened().meta
             return ModelIdentity(id=f"{meta['model_identity']}{suffix}", source=str(self.folder))
-        checkpoint = identify(self.name, self.revision, cache_dir=self.digest_cache)
+        try:
+            # The commit the export will be (or was) made from, so the identity does not change when
+            # the export is opened; offline with nothing cached there is none to know yet.
+            checkpoint = export_identity(self.name, self.revision, self.digest_cache)
+        except OnnxCacheError:
+            checkpoint = identify(self.name, self.revision, cache_dir=self.digest_cache)
         # Once opened, the export's record wins: it names the commit a hub id resolved to at export.
         model_id = self.meta["model_identity"] if self.folder is not None else checkpoint.id
         return ModelIdentity(id=f"{model_id}{suffix}", source=checkpoint.source)
