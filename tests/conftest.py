@@ -6,11 +6,15 @@ import io
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The cache_dir setting: model digests and the ONNX exports that the default engine (ONNX Runtime on CPU)
+# makes on first use go to one folder per test session, shared with subprocesses, never the user's.
+os.environ.setdefault("MEDIASEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="mediasearch-test-cache-"))
 
 import numpy as np
 import pytest

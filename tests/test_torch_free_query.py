@@ -61,10 +61,10 @@ def test_api_and_lambda_handler_load_no_model_stack_with_the_sagemaker_encoder()
         report("create_app")
         import query_lambda.handler
         report("lambda handler")
-        # The check can fail: building the local encoder does import torch.
+        # The check can fail: building the local encoder on the torch engine does import torch.
         from mediasearch import backends
         from mediasearch.core.settings import Settings
-        backends.encoder(Settings(encoder_backend="local"))
+        backends.encoder(Settings(encoder_backend="local", clip_engine="torch"))
         report("local encoder")
         """
     )
