@@ -4,12 +4,17 @@ Layout (what the SageMaker PyTorch inference container expects; it unpacks the a
 /opt/ml/model, passes that directory to `model_fn` and puts `code/` on `sys.path`):
 
     config.json, model.safetensors, tokenizer + preprocessor files   <- the weights
+    onnx/{image,text}.{fp32,int8}.onnx, tokenizer files, meta.json   <- their ONNX export (CLIP)
     code/inference.py                                                <- model_handlers/<name>/inference.py
     code/requirements.txt                                            <- pip-installed at container start
     code/mediasearch/...                                             <- this package's source
 
 The archive is byte-for-byte reproducible (sorted entries, zeroed times and owners), so its digest
 names the S3 key and re-packaging unchanged inputs uploads nothing.
+
+The ONNX export lets a CPU container run ONNX Runtime without exporting at start-up (the engine setting
+picks it, see `mediasearch.encoders.engine`). It sits in `onnx/`, which the model's identity skips, so
+the unpacked folder is still the checkpoint it was made from (`mediasearch.core.model_identity`).
 """
 
 from __future__ import annotations
@@ -85,8 +90,25 @@ def _add(tar: tarfile.TarFile, data: bytes, arcname: str, mode: int = 0o644) -> 
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_model_archive(weights: Path, dest: Path, handler: Path | None = None) -> ModelArchive:
-    """Write `dest` (model.tar.gz) from a saved-model directory and a handler directory."""
+def _export_files(weights: Path, onnx: Path) -> list[tuple[Path, str]]:
+    """(file, arcname) of an ONNX export made from `weights`, under onnx/."""
+    from mediasearch.core.model_identity import EXPORT_SUBDIR, identify
+    from mediasearch.encoders.onnx_cache import OnnxCacheError, read_meta
+
+    try:
+        made_from = read_meta(onnx)["model_identity"]
+    except OnnxCacheError as exc:
+        raise PackagingError(str(exc)) from None
+    if made_from != identify(str(weights)).id:
+        raise PackagingError(f"{onnx} was exported from {made_from}, not from the weights in {weights}")
+    return [(p, f"{EXPORT_SUBDIR}/{p.name}") for p in sorted(onnx.iterdir()) if p.is_file()]
+
+
+def build_model_archive(
+    weights: Path, dest: Path, handler: Path | None = None, onnx: Path | None = None
+) -> ModelArchive:
+    """Write `dest` (model.tar.gz) from a saved-model directory, a handler directory and optionally the
+    weights' ONNX export folder."""
     handler = handler or handler_dir("clip")
     entry = handler / "inference.py"
     requirements = handler / "requirements.txt"
@@ -99,6 +121,8 @@ def build_model_archive(weights: Path, dest: Path, handler: Path | None = None) 
         raise PackagingError(f"{weights} is not a directory of model weights")
 
     files: list[tuple[Path, str]] = [(p, p.name) for p in _weight_files(weights)]
+    if onnx is not None:
+        files += _export_files(weights, onnx)
     files += [(entry, "code/inference.py"), (requirements, "code/requirements.txt")]
     files += list(_package_files())
     files.sort(key=lambda f: f[1])
@@ -151,10 +175,25 @@ def upload_archive(archive: ModelArchive, bucket: str, prefix: str, s3) -> str: 
 
 
 def package_model(
-    model: str, bucket: str, prefix: str, s3, out_dir: Path, handler: Path | None = None
+    model: str,
+    bucket: str,
+    prefix: str,
+    s3,
+    out_dir: Path,
+    handler: Path | None = None,
+    *,
+    onnx: bool = True,
+    onnx_cache: Path | None = None,
+    digest_cache: str | Path | None = None,
 ) -> tuple[ModelArchive, str]:
-    """Stage weights, build `out_dir/model.tar.gz` and upload it; returns (archive, s3 URI)."""
+    """Stage weights (and, with `onnx`, their ONNX export, made or found in `onnx_cache`), build
+    `out_dir/model.tar.gz` and upload it; returns (archive, s3 URI)."""
     with tempfile.TemporaryDirectory(prefix="mediasearch-weights-") as tmp:
         weights = stage_weights(model, Path(tmp))
-        archive = build_model_archive(weights, out_dir / "model.tar.gz", handler)
+        export = None
+        if onnx:
+            from mediasearch.models.onnx_export import export_clip
+
+            export = export_clip(str(weights), cache_dir=onnx_cache, digest_cache=digest_cache)
+        archive = build_model_archive(weights, out_dir / "model.tar.gz", handler, onnx=export)
     return archive, upload_archive(archive, bucket, prefix, s3)

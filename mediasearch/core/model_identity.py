@@ -14,8 +14,8 @@ time.
 
 The ONNX backend keys its exports by this same identity (`require_revision=True`: an export of a hub
 model must name the commit it was made from, since `main` moves). An export shipped inside a checkpoint
-folder (`onnx/`, as in model.tar.gz) is derived from the checkpoint, not part of it, so it is skipped:
-the packaged folder keeps the checkpoint's identity.
+folder (`onnx/`, as in model.tar.gz) is derived from the checkpoint, not part of it, so it is skipped,
+as is the archive's handler folder (`code/`): the unpacked archive keeps the checkpoint's identity.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ from pathlib import Path
 # too (a different vocabulary gives different text vectors), so they are hashed as well.
 IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".onnx")
 EXPORT_SUBDIR = "onnx"  # where a checkpoint folder carries its own ONNX export (not hashed)
+# What an unpacked model.tar.gz holds beside the checkpoint: its ONNX export and the SageMaker handler
+# (code/: inference.py, requirements.txt, the package). Neither changes what the weights compute, so the
+# unpacked archive is the model it was packaged from, and a handler change re-embeds nothing.
+NOT_THE_MODEL = frozenset({EXPORT_SUBDIR, "code"})
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _LOCK = threading.Lock()
 
@@ -66,7 +70,7 @@ def _identity_files(directory: Path) -> list[Path]:
         return (
             p.is_file()
             and p.suffix in IDENTITY_SUFFIXES
-            and parts[0] != EXPORT_SUBDIR
+            and parts[0] not in NOT_THE_MODEL
             and not any(part.startswith(".") for part in parts)
         )
 
