@@ -171,7 +171,8 @@ def test_readers_follow_a_switch_without_mixing_models(collection, uri) -> None:
     index, encoder = ServedIndex(view), ServedEncoder(view)
 
     def answer() -> tuple[str, str]:
-        with view.pin() as state:
+        with view.pin():
+            state = view.current()
             hit = index.knn(encoder.encode_text("q"), 1)[0]
             return state.encoder.model, hit.document.model or ""  # type: ignore[attr-defined]
 
@@ -201,7 +202,8 @@ def test_concurrent_queries_across_a_switch_never_mix(collection, uri) -> None:
 
     def client() -> None:
         while not stop.is_set():
-            with view.pin() as state:
+            with view.pin():
+                state = view.current()
                 hit = index.knn(encoder.encode_text("q"), 1)[0]
                 if hit.document.model != state.encoder.model:  # type: ignore[attr-defined]
                     mixed.append((hit.document.model or "", state.encoder.model))  # type: ignore[attr-defined]

@@ -57,7 +57,8 @@ def test_api_and_lambda_handler_load_no_model_stack_with_the_sagemaker_encoder()
         import mediasearch.query.api
         report("import api")
         app = mediasearch.query.api.create_app()
-        assert type(app.state.service.encoder).__name__ == "SageMakerEncoder"
+        # The service follows the serving generation; its encoder is pinned to the endpoint.
+        assert type(app.state.service.encoder.view.pinned).__name__ == "SageMakerEncoder"
         report("create_app")
         import query_lambda.handler
         report("lambda handler")

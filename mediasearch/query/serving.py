@@ -80,27 +80,34 @@ class ServingView:
         self._guard = threading.Lock()
         self._encoders: dict[str, QueryEncoder] = {}
         self._loading: str | None = None
-        self._pinned_state: contextvars.ContextVar[Serving | None] = contextvars.ContextVar(
+        self._pinned_state: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar(
             "serving", default=None
         )
 
     # -- one snapshot per request -------------------------------------------------------------------
 
     @contextmanager
-    def pin(self) -> Iterator[Serving]:
-        if (already := self._pinned_state.get()) is not None:
-            yield already
+    def pin(self) -> Iterator[None]:
+        """Within the block every `current()` returns the same pair, resolved on first use (a request
+        that never touches the index or the encoder never reads the catalog)."""
+        if self._pinned_state.get() is not None:
+            yield
             return
-        state = self.current()
-        token = self._pinned_state.set(state)
+        token = self._pinned_state.set(_Slot())
         try:
-            yield state
+            yield
         finally:
             self._pinned_state.reset(token)
 
     def current(self) -> Serving:
-        if (pinned := self._pinned_state.get()) is not None:
-            return pinned
+        slot = self._pinned_state.get()
+        if slot is None:
+            return self._current()
+        if slot.state is None:
+            slot.state = self._current()
+        return slot.state
+
+    def _current(self) -> Serving:
         now = time.monotonic()
         state = self._state
         if state is not None and now - self._checked < self.refresh_s:
@@ -178,10 +185,16 @@ class ServingView:
         deadline = time.monotonic() + timeout_s
         while True:
             self._checked = float("-inf")
-            state = self.current()
+            state = self._current()
             if _same(state.generation, self.collection.serving()) or time.monotonic() > deadline:
                 return state
             time.sleep(0.05)
+
+
+class _Slot:
+    """The pair a request uses, once resolved."""
+
+    state: Serving | None = None
 
 
 _NO_GENERATION = Generation(name="", model_id="", model_source="")
