@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mediasearch.index.lancedb import LanceDBIndex
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
 
@@ -116,3 +117,13 @@ COLOURS = {
     "black": (5, 5, 5),
     "white": (250, 250, 250),
 }
+
+
+def serving_index(lancedb_uri: str | Path, collection: str = "media") -> LanceDBIndex:
+    """The index a server would read: the collection's serving generation (one table per model), or the
+    collection's own table where nothing was written through generations."""
+    from mediasearch.core.storage import LocalStore
+    from mediasearch.index.generations import StoreCatalog
+
+    serving = StoreCatalog(LocalStore(lancedb_uri), collection).serving()
+    return LanceDBIndex(str(lancedb_uri), serving.name if serving is not None else collection)

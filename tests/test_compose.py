@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from mediasearch.cli import app
 from mediasearch.core.settings import Settings, get_settings
-from mediasearch.index.lancedb import LanceDBIndex
+from tests.conftest import serving_index
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT_DIR = ROOT / "infra" / "localstack-init"
@@ -178,7 +178,7 @@ def test_ingest_job_commands_run_outside_docker(
             result = runner.invoke(app, args)
             assert result.exit_code == 0, result.output
         assert re.search(r"\bindexed 24\b", result.output), result.output
-        assert LanceDBIndex(str(tmp_path / "lancedb"), env["MEDIASEARCH_COLLECTION"]).count() == 24
+        assert serving_index(tmp_path / "lancedb", env["MEDIASEARCH_COLLECTION"]).count() == 24
         again = runner.invoke(app, commands[1][1:])  # a second `up` re-runs the job: nothing to do
         assert again.exit_code == 0 and "unchanged 24" in again.output
     finally:
