@@ -36,6 +36,7 @@ scan-setup: $(SCAN_VENV)/.installed
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: setup scan-setup lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -69,6 +70,9 @@ bench: setup
 	$(BIN)/python bench/bench_knn.py
 	$(BIN)/python bench/bench_onnx.py
 	$(BIN)/python bench/bench_cli.py
+	$(BIN)/python bench/bench_freshness.py --refresh-s 0 0.25 1 --writes 20
+	$(BIN)/python bench/bench_living.py
+	$(BIN)/python bench/bench_decode_memory.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache

@@ -1,44 +1,107 @@
-"""`mediasearch` command line: thin commands over the library, with progress bars and summaries."""
+"""`mediasearch` command line: thin commands over the library, with progress bars and summaries.
+
+Start-up is part of the interface (`mediasearch --help` within 0.5 s, bench/bench_cli.py): this module
+imports only typer and the enums its options list; each command imports what it runs (the backends,
+the settings, the model stack), and the `aws` group is imported only when it runs.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
-from mediasearch import backends
-from mediasearch.core.records import (
-    Aggregation,
-    ResultKind,
-    SearchMode,
-    SearchRequest,
-    SearchResponse,
+from mediasearch.cli_support import (
+    MEDIA_SUFFIXES,
+    ReportingGroup,
+    error,
+    folder,
+    require_index,
+    source_store,
+    source_uri,
 )
-from mediasearch.core.settings import Settings, get_settings
+from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    # typer carries its own click (typer._click): its groups take and return that one's types.
+    from typer._click import Command, Context
+
+    from mediasearch.core.records import SearchResponse
+    from mediasearch.core.settings import Settings
     from mediasearch.index.base import VectorIndex
     from mediasearch.index.collection import Collection
     from mediasearch.indexing.pipeline import Summary
+    from mediasearch.query.search import SearchService
+
+# Sub-apps imported when they run: name -> (module, attribute, the help line --help lists).
+LAZY_GROUPS = {
+    "aws": (
+        "mediasearch.aws.cli",
+        "aws_app",
+        "Deploy to AWS and run the batch pipeline on SageMaker (see docs/deploy.md).",
+    ),
+}
+
+
+class _Commands(ReportingGroup):
+    """The top-level group; `aws` (boto3, SageMaker, CloudFormation plumbing) loads only when invoked."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_GROUPS]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name in LAZY_GROUPS:
+            # Listing (--help) needs the name and help line only; running goes through resolve_command.
+            return TyperGroup(name=cmd_name, help=LAZY_GROUPS[cmd_name][2])
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] in LAZY_GROUPS:
+            return args[0], lazy_group(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
+
+def lazy_group(name: str) -> Command:
+    """The real click command of a lazily imported sub-app."""
+    import importlib
+
+    module, attribute, _ = LAZY_GROUPS[name]
+    # get_group, not get_command: a sub-app gets no --install-completion options of its own.
+    command = typer.main.get_group(getattr(importlib.import_module(module), attribute))
+    command.name = name
+    return command
+
+
+T = TypeVar("T")
 
 app = typer.Typer(
+    cls=_Commands,
     help="Semantic search over images and videos. Settings come from MEDIASEARCH_* environment variables.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: flags show as `--json`, not `--json <bool>`.
+    rich_markup_mode=None,
 )
 
 
 def _settings() -> Settings:
     from mediasearch.core import failpoints
+    from mediasearch.core.settings import get_settings
 
     settings = get_settings()
     failpoints.arm(settings.failpoint)
     logging.basicConfig(level=settings.log_level or "WARNING", format="%(levelname)s %(name)s: %(message)s")
+    if not settings.log_level:
+        # The hub client warns about every retry and offline miss, and a failed load is reported once,
+        # in words, by the command (mediasearch.cli_support.model_paragraph).
+        for name in ("huggingface_hub", "transformers"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     return settings
 
 
@@ -57,7 +120,9 @@ def echo_summary(summary: Summary) -> None:
     raise typer.Exit(1)
 
 
-def _service(settings: Settings):  # type: ignore[no-untyped-def]
+def _service(settings: Settings) -> SearchService:
+    from mediasearch import backends
+
     return backends.search_service(settings)
 
 
@@ -65,7 +130,7 @@ def _service(settings: Settings):  # type: ignore[no-untyped-def]
 def demo_data(
     dest: Annotated[str, typer.Option(help="store location (folder or s3://bucket/prefix)")] = "",
     limit: Annotated[int | None, typer.Option(help="number of images (default: all 360)")] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed writes the same corpus")] = 0,
     videos: Annotated[bool, typer.Option(help="also write the synthetic videos")] = True,
 ) -> None:
     """Generate the synthetic labelled sample corpus (images, videos with known scenes, labels) into the store."""
@@ -84,7 +149,9 @@ def demo_data(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix to index")],
+    source: Annotated[
+        str, typer.Argument(help="folder, single image or video file, or s3://bucket/prefix to index")
+    ],
     batch_size: Annotated[int | None, typer.Option(help="images per forward pass")] = None,
     captions: Annotated[
         bool | None,
@@ -92,6 +159,10 @@ def ingest(
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="wait for another ingest into the collection instead of stopping")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="try again the items that failed before and have not changed"),
     ] = False,
     no_delete: Annotated[
         bool,
@@ -104,30 +175,48 @@ def ingest(
     moved file keeps its embedding, and one only touched gets its new fingerprint. The summary counts
     what was added, updated, moved, touched, removed, unchanged and failed.
 
+    Items that failed (an image that does not decode) are remembered in the source's work area and
+    skipped by later runs until they change, unless --retry-failed.
+
     One ingest writes a collection at a time. With a model other than the one the index was built
     with, a new generation is built beside the serving one and replaces it when complete.
     """
-    _ingest(source, batch_size, captions, wait, fresh=False, delete=not no_delete)
+    _ingest(source, batch_size, captions, wait, fresh=False, retry_failed=retry_failed, delete=not no_delete)
 
 
 def _ingest(
-    source: str, batch_size: int | None, captions: bool | None, wait: bool, fresh: bool, delete: bool = True
+    source: str,
+    batch_size: int | None,
+    captions: bool | None,
+    wait: bool,
+    fresh: bool,
+    retry_failed: bool = False,
+    delete: bool = True,
 ) -> None:
-    from mediasearch.core.storage import open_store
+    from mediasearch import backends
     from mediasearch.index.locks import LockHeld
+    from mediasearch.indexing.failures import KnownFailures
     from mediasearch.indexing.ingest import ingest_collection
     from mediasearch.indexing.pipeline import PipelineReport, summarize
 
     settings = _settings()
-    root = open_store(source).root_uri
+    root = source_uri(source)  # "no such folder" before anything is built
     handler = backends.clip_handler(settings, captions=captions)
     assert handler.model is not None
 
+    known: dict[str, KnownFailures] = {}
+
     def run(uri: str, index: VectorIndex) -> PipelineReport:
-        store = open_store(uri)
+        source_of_uri, single_file = source_store(uri, settings.work_prefix)
+        # Known-bad items that have not changed are left out of the run (reindex tries them all).
+        known[uri] = KnownFailures(source_of_uri, backends.work_layout(settings))
+        store = known[uri].visible_store(retry=retry_failed or fresh)
         pipeline = backends.pipeline(settings, store, index)
         runner = backends.transform_runner(settings, store, captions=captions, batch_size=batch_size)
-        return pipeline.ingest(runner, delete=delete)
+        # A single file is added as itself: nothing else of its folder is removed.
+        report = pipeline.ingest(runner, delete=delete and not single_file)
+        known[uri].record(report.failures)
+        return report
 
     def notify(message: str) -> None:
         typer.echo(message, err=True)
@@ -145,7 +234,22 @@ def _ingest(
     except LockHeld as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
-    echo_summary(summarize(done.report))
+    failed_before = known.get(root)
+    try:
+        echo_summary(summarize(done.report))
+    finally:
+        if failed_before is not None:
+            if failed_before.retried:
+                again = len(failed_before.retried)
+                typer.echo(
+                    f"{again} of these had failed before: tried again (changed, or --retry-failed)", err=True
+                )
+            for line in failed_before.lines():
+                typer.echo(line, err=True)
+    if failed_before is not None and failed_before.skipped:
+        raise typer.Exit(1)  # the source still holds items the index cannot have
+    if done.report.scanned == 0:
+        raise error(f"{source} holds no images or videos to ingest ({MEDIA_SUFFIXES})", 1)
 
 
 @app.command()
@@ -166,14 +270,17 @@ app.add_typer(generations_app, name="generations")
 @generations_app.command("list")
 def generations_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """The collection's generations, the serving one marked with *."""
-    coll = backends.collection(_settings())
+    from mediasearch import backends
+
+    settings = _settings()
+    require_index(settings)
+    coll = backends.collection(settings)
     state = coll.catalog.read()
     if as_json:
         typer.echo(json.dumps(state.model_dump(mode="json"), indent=2))
         return
     if not state.generations:
-        typer.echo(f"collection {coll.name!r} has no generations yet: run mediasearch ingest")
-        return
+        raise error(f"collection {coll.name!r} has no generations yet: run mediasearch ingest", 1)
     for g in state.generations:
         mark = "*" if g.name == state.serving else " "
         count = coll.index_of(g).count()
@@ -192,7 +299,19 @@ def generations_drop(name: Annotated[str, typer.Argument(help="a generation that
     _generation_op(lambda coll: coll.drop(name), f"generation {name} dropped")
 
 
+def _locked(write: Callable[[], T]) -> T:
+    """Run a write that takes the collection's lock; a busy collection is one line and exit 2."""
+    from mediasearch.index.locks import LockHeld
+
+    try:
+        return write()
+    except LockHeld as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 def _generation_op(op: Callable[[Collection], object], done: str) -> None:
+    from mediasearch import backends
     from mediasearch.index.base import IndexError_
     from mediasearch.index.locks import LockHeld
 
@@ -206,15 +325,26 @@ def _generation_op(op: Callable[[Collection], object], done: str) -> None:
 
 @app.command()
 def preprocess(
-    source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix holding videos")],
+    source: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix holding images and videos")],
     force: Annotated[bool, typer.Option(help="redo videos that are already done")] = False,
 ) -> None:
-    """Cut videos into scenes, sample frames, write thumbnails, strips and frame manifests (resumable)."""
+    """Write the image manifests, and cut videos into scenes: frames, thumbnails, strips and frame
+    manifests (resumable). Everything goes into the source's work area.
+
+    With `transform` and `load` after it, the same index as `ingest` (which also skips what the
+    index already holds, and removes what is gone from the source).
+    """
+    from mediasearch import backends
     from mediasearch.core.storage import open_store
+    from mediasearch.indexing.manifests import image_records, list_media
     from mediasearch.indexing.pipeline import summarize
 
     settings = _settings()
-    pipeline = backends.pipeline(settings, open_store(source), indexed=False)
+    store = open_store(folder(source))
+    pipeline = backends.pipeline(settings, store, indexed=False)
+    images = image_records(store, list_media(store, "", pipeline.layout).images)
+    manifests = pipeline.write_manifests(images) if images else []
+    typer.echo(f"{len(images)} images in {len(manifests)} manifest(s)")
     pipeline.preprocess(force=force)
     echo_summary(summarize(pipeline.report))
 
@@ -222,14 +352,18 @@ def preprocess(
 @app.command()
 def transform(
     location: Annotated[str, typer.Argument(help="the source whose work-area manifests to run")],
-    captions: Annotated[bool | None, typer.Option("--captions/--no-captions")] = None,
+    captions: Annotated[
+        bool | None,
+        typer.Option("--captions/--no-captions", help="caption images and frames too (default: settings)"),
+    ] = None,
 ) -> None:
     """Run the batch transform locally over the work area's manifests, one output per manifest and model (resumable)."""
+    from mediasearch import backends
     from mediasearch.core.storage import open_store
     from mediasearch.indexing.pipeline import summarize
 
     settings = _settings()
-    store = open_store(location)
+    store = open_store(folder(location))
     pipeline = backends.pipeline(settings, store, indexed=False)
     pipeline.transform(backends.transform_runner(settings, store, captions=captions))
     echo_summary(summarize(pipeline.report))
@@ -238,34 +372,73 @@ def transform(
 @app.command()
 def load(
     location: Annotated[str, typer.Argument(help="the source whose work-area outputs to load")],
-    captions: Annotated[bool | None, typer.Option("--captions/--no-captions")] = None,
+    captions: Annotated[
+        bool | None,
+        typer.Option(
+            "--captions/--no-captions", help="load the outputs made with captions (default: settings)"
+        ),
+    ] = None,
 ) -> None:
     """Load the configured model's transform outputs into the index (idempotent; frames become scenes and videos)."""
+    from mediasearch import backends
     from mediasearch.core.storage import open_store
-    from mediasearch.indexing.pipeline import summarize
+    from mediasearch.indexing.ingest import ingest_collection
+    from mediasearch.indexing.pipeline import PipelineReport, summarize
 
     settings = _settings()
-    pipeline = backends.pipeline(settings, open_store(location))
-    pipeline.load(tag=backends.clip_handler(settings, captions=captions).output_tag)
-    echo_summary(summarize(pipeline.report))
+    handler = backends.clip_handler(settings, captions=captions)
+    assert handler.model is not None
+
+    def run(uri: str, index: VectorIndex) -> PipelineReport:
+        # Under the collection's writer lock, into the generation of the model that made the outputs.
+        pipeline = backends.pipeline(settings, open_store(uri), index)
+        pipeline.load(tag=handler.output_tag)
+        return pipeline.report
+
+    root = open_store(folder(location)).root_uri
+    assert handler.model is not None  # the CLIP handler always has its model
+    identity = handler.model.identity
+    done = _locked(lambda: ingest_collection(backends.collection(settings), identity, root, run))
+    echo_summary(summarize(done.report))
 
 
 @app.command()
 def search(
-    text: Annotated[str | None, typer.Argument(help="text query")] = None,
-    image: Annotated[Path | None, typer.Option(help="image file to search with")] = None,
-    video: Annotated[str | None, typer.Option(help="video id: find videos like it")] = None,
-    k: int = 10,
-    kind: Annotated[list[ResultKind] | None, typer.Option(help="image and/or video")] = None,
-    mode: SearchMode = SearchMode.CLIP,
-    aggregation: Aggregation = Aggregation.MAX,
-    as_json: Annotated[bool, typer.Option("--json", help="print the raw response")] = False,
+    text: Annotated[str | None, typer.Argument(help="what to look for, in words")] = None,
+    image: Annotated[Path | None, typer.Option(help="an image file to search with", metavar="FILE")] = None,
+    video: Annotated[str | None, typer.Option(help="a video id: find videos like it", metavar="ID")] = None,
+    k: Annotated[int, typer.Option(help="how many results (1 to 100)")] = 10,
+    kind: Annotated[
+        list[ResultKind] | None, typer.Option(help="image or video; repeat for both (default: both)")
+    ] = None,
+    mode: Annotated[
+        SearchMode, typer.Option(help="clip: CLIP vectors; caption: the captions' text; hybrid: both")
+    ] = SearchMode.CLIP,
+    aggregation: Annotated[
+        Aggregation, typer.Option(help="how a video's score is made from its matching scenes' scores")
+    ] = Aggregation.MAX,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole response as JSON")] = False,
 ) -> None:
-    """Search the index from the command line (no server needed)."""
+    """Search the index from the command line (no server needed): a text query, --image or --video.
+
+    Each result line shows its rank, score, kind, id (what `similar` and GET /items/{id} take) and URI.
+    """
     import base64
 
+    from pydantic import ValidationError
+
+    from mediasearch.core.records import SearchRequest
     from mediasearch.query.search import QueryError
 
+    given = [
+        name for name, value in (("TEXT", text), ("--image", image), ("--video", video)) if value is not None
+    ]
+    if not given:
+        raise error("give a text query, --image FILE or --video ID (see mediasearch search --help)")
+    if len(given) > 1:
+        raise error(f"give one query, not {' and '.join(given)}: the text would be ignored otherwise")
+    if image is not None and not image.is_file():
+        raise error(f"no such file: {image}" if not image.exists() else f"{image} is a folder, not an image")
     settings = _settings()
     payload: dict[str, object] = {"k": k, "mode": mode, "aggregation": aggregation}
     if kind:
@@ -277,22 +450,46 @@ def search(
         payload.setdefault("kinds", [ResultKind.VIDEO])
     else:
         payload["text"] = text
-    service = _service(settings)
-    service.warm_up()
     try:
-        response = service.search(SearchRequest.model_validate(payload))
+        request = SearchRequest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = {"text": "TEXT", "image": "--image", "video_id": "--video", "kinds": "--kind"}.get(
+            str(first["loc"][0]) if first["loc"] else "", f"--{first['loc'][0]}" if first["loc"] else "query"
+        )
+        raise error(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
+    require_index(settings)
+    service = _service(settings)
+    service.health()  # a folder without the collection: one line (IndexNotReady), before any model loads
+    if video is None:
+        # The model load stays out of took_ms, and is announced (it can take a while); a video query
+        # (`similar`) reads stored vectors and loads no model at all.
+        _loading_model(settings)
+        service.warm_up()
+    try:
+        response = service.search(request)
     except QueryError as exc:
-        typer.secho(f"{exc.field}: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        message = str(exc) if str(exc).startswith(f"{exc.field}:") else f"{exc.field}: {exc}"
+        raise error(message, 2 if exc.status < 500 else 1) from None
     if as_json:
         typer.echo(response.model_dump_json(indent=2))
     else:
         print_results(response)
 
 
+def _loading_model(settings: Settings) -> None:
+    """Say on stderr which model is being loaded: the first query waits for it."""
+    from mediasearch.cli_support import query_model
+
+    typer.echo(f"loading the query model {query_model(settings)} ...", err=True)
+
+
 @app.command()
-def similar(video_id: str, k: int = 5) -> None:
-    """The k videos most like VIDEO_ID (video-to-video recommendation)."""
+def similar(
+    video_id: Annotated[str, typer.Argument(help="a video's id, as `search` prints it")],
+    k: Annotated[int, typer.Option(help="how many videos (1 to 100)")] = 5,
+) -> None:
+    """The k videos most like VIDEO_ID (video-to-video recommendation; loads no model)."""
     search(
         text=None,
         image=None,
@@ -309,7 +506,7 @@ def print_results(response: SearchResponse) -> None:
     if not response.results:
         typer.echo("no results")
     for n, r in enumerate(response.results, 1):
-        typer.echo(f"{n:>3}. {r.score:+.3f} {r.kind.value:<5} {r.uri}")
+        typer.echo(f"{n:>3}. {r.score:+.3f} {r.kind.value:<5} {r.id}  {r.uri}")
         for s in r.scenes:
             typer.echo(f"       scene {s.scene} {s.t_start:.1f}-{s.t_end:.1f}s {s.score:+.3f}")
     typer.echo(f"({response.took_ms:.1f} ms)")
@@ -317,16 +514,26 @@ def print_results(response: SearchResponse) -> None:
 
 @app.command("eval")
 def evaluate(
-    labels: Annotated[str, typer.Option(help="labels.jsonl location")] = "",
-    k: Annotated[list[int] | None, typer.Option(help="cut-offs for recall@k")] = None,
-    per_query: bool = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    labels: Annotated[
+        str, typer.Option(help="labels.jsonl location (default: the demo corpus in MEDIASEARCH_STORE)")
+    ] = "",
+    k: Annotated[
+        list[int] | None,
+        typer.Option(help="a cut-off for recall@k and precision@k; repeat (default: 1 5 10)"),
+    ] = None,
+    per_query: Annotated[bool, typer.Option("--per-query", help="also a line per query")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="also draw recall@k and precision@k for k = 1..max as a PNG")
     ] = None,
 ) -> None:
-    """Recall@k and MRR of text queries over the labelled sample corpus."""
-    from mediasearch.core.storage import open_store, read_uri
+    """Recall@k, precision@k and MRR of text queries over the labelled sample corpus.
+
+    MRR is cut off at the largest k: a first relevant result below it counts as not found.
+    """
+    from mediasearch.cli_support import query_model
+    from mediasearch.core.records import SearchRequest
+    from mediasearch.core.storage import StoreError, open_store, read_uri
     from mediasearch.corpus.images import ImageLabel
     from mediasearch.eval.metrics import evaluate as run_eval
     from mediasearch.eval.metrics import queries_from_labels
@@ -334,8 +541,15 @@ def evaluate(
 
     settings = _settings()
     uri = labels or open_store(settings.store).uri("demo/images/labels.jsonl")
-    rows = [ImageLabel.model_validate_json(ln) for ln in read_uri(uri).decode().splitlines() if ln.strip()]
+    try:
+        lines = read_uri(uri).decode().splitlines()
+    except StoreError:
+        raise error(f"no labels at {uri}: run `mediasearch demo-data` first, or give --labels", 1) from None
+    rows = [ImageLabel.model_validate_json(ln) for ln in lines if ln.strip()]
+    require_index(settings)
     service = _service(settings)
+    service.health()  # a folder without the collection: one line (IndexNotReady), before any model loads
+    _loading_model(settings)
     service.warm_up()
 
     def search_fn(text: str, depth: int) -> list[str]:
@@ -348,19 +562,45 @@ def evaluate(
     typer.echo(report.model_dump_json(indent=2) if as_json else report.to_table(per_query=per_query))
     if plot is not None:
         curve = run_eval(queries, search_fn, ks=range(1, max(ks) + 1)) if max(ks) > 1 else report
-        typer.echo(f"plot: {draw_recall_plot(curve, plot, corpus_size=len(rows))}", err=True)
+        drawn = draw_recall_plot(curve, plot, corpus_size=len(rows), model=query_model(settings))
+        typer.echo(f"plot: {drawn}", err=True)
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve the HTTP API and the search page (OpenAPI docs at /docs)."""
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (1 to 65535)")] = 8000,
+    workers: Annotated[int, typer.Option(help="server processes (each loads the model)")] = 1,
+) -> None:
+    """Serve the HTTP API and the search page (OpenAPI docs at /docs).
+
+    Logs are readable lines on a terminal and JSON lines otherwise (for a log shipper).
+    """
     import uvicorn
 
     from mediasearch.core.logs import configure_logging
+    from mediasearch.core.settings import get_settings
+    from mediasearch.query.api.security import check_key_setting
 
-    # JSON lines, one per request from the API's own middleware; uvicorn's text access log would
-    # only repeat it without the request id, and log_config=None keeps uvicorn from replacing ours.
-    configure_logging(get_settings().log_level or "INFO")
+    # Everything that can be wrong is checked before the model loads: a port out of range would
+    # otherwise fail only after it, with an OverflowError.
+    if not 1 <= port <= 65535:
+        raise error(f"--port must be between 1 and 65535, not {port}")
+    if workers < 1:
+        raise error(f"--workers must be at least 1, not {workers}")
+    # Not _settings(): its basicConfig handler would print every line twice beside configure_logging's.
+    settings = get_settings()
+    check_key_setting(settings)
+    require_index(settings)
+    # One line per request from the API's own middleware; uvicorn's access log would only repeat it
+    # without the request id, and log_config=None keeps uvicorn from replacing ours.
+    configure_logging(settings.log_level or "INFO")
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}"
+    typer.echo(
+        f"mediasearch: open {url}/ (the search page) or {url}/docs (the API); loading the model first ...",
+        err=True,
+    )
     uvicorn.run(
         "mediasearch.query.api:create_app",
         factory=True,
@@ -374,7 +614,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 
 @app.command("random-model")
 def random_model(
-    dest: Path,
+    dest: Annotated[Path, typer.Argument(help="folder to write the checkpoint to")],
     size: Annotated[str, typer.Option(help="tiny (tests) or base (ViT-B/32 shapes)")] = "tiny",
 ) -> None:
     """Write a randomly initialised CLIP checkpoint (for offline runs; its rankings are noise)."""
@@ -387,9 +627,58 @@ def random_model(
     typer.echo(json.dumps({"model": str(path), "size": size}))
 
 
-from mediasearch.aws.cli import aws_app  # noqa: E402
+@app.command("export-onnx")
+def export_onnx(
+    model: Annotated[
+        str | None, typer.Argument(help="hub id or checkpoint directory (default: MEDIASEARCH_CLIP_MODEL)")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="hub branch, tag or commit (default: main)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="export again even when cached")] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="export cache folder (default: MEDIASEARCH_ONNX_CACHE)")
+    ] = None,
+) -> None:
+    """Export CLIP's towers to ONNX (fp32 and int8) into the cache; print the folder and its agreement with PyTorch.
 
-app.add_typer(aws_app, name="aws")
+    The ONNX engine also exports on first use; run this ahead (or where torch is installed, to ship the
+    folder to a machine without it: point MEDIASEARCH_CLIP_MODEL at the folder there).
+    """
+    from mediasearch import backends
+    from mediasearch.encoders.onnx_cache import (
+        OnnxCacheError,
+        export_dir,
+        export_identity,
+        is_export_dir,
+        read_meta,
+    )
+    from mediasearch.models.onnx_export import ExportError, export_clip
+
+    settings = _settings()
+    name = model or settings.clip_model
+    cache = cache_dir or backends.onnx_cache(settings)
+    try:
+        cached = not force and is_export_dir(
+            export_dir(export_identity(name, revision, settings.cache_dir), cache)
+        )
+        folder = export_clip(
+            name, cache_dir=cache, revision=revision, force=force, digest_cache=settings.cache_dir
+        )
+    except OnnxCacheError as exc:  # neither a checkpoint folder nor a hub id it can resolve
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except ExportError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    meta = read_meta(folder)
+    summary = {
+        "folder": str(folder),
+        "model_identity": meta["model_identity"],
+        "cached": cached,
+        "agreement": meta["agreement"],
+        "export_seconds": meta.get("export_seconds"),
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
 
 if __name__ == "__main__":
     app()

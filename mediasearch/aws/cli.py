@@ -118,15 +118,24 @@ def package(
     stack: StackOpt = None,
 ) -> None:
     """Build model.tar.gz (weights + code/inference.py + mediasearch + requirements) and upload it."""
+    from mediasearch import backends
     from mediasearch.aws.batch import archive_identity, record_identity
     from mediasearch.aws.packaging import PackagingError, package_model
     from mediasearch.core.storage import s3_client
 
     outputs = stack_outputs(stack)
     target = _need(bucket, outputs, "BucketName", "--bucket")
+    settings = get_settings()
     try:
         archive, uri = package_model(
-            model or get_settings().clip_model, target, prefix, s3_client(), out_dir, handler_dir
+            model or settings.clip_model,
+            target,
+            prefix,
+            s3_client(),
+            out_dir,
+            handler_dir,
+            onnx_cache=backends.onnx_cache(settings),
+            digest_cache=settings.cache_dir,
         )
     except PackagingError as exc:
         typer.secho(str(exc), fg="red", err=True)
@@ -153,7 +162,9 @@ def _stack_parameters(
     if current is not None and current["StackStatus"] == "ROLLBACK_COMPLETE":
         # A stack whose first create failed cannot be updated; it must be deleted and created again.
         raise usage_error(f"stack {stack} is ROLLBACK_COMPLETE: delete it, then deploy again")
-    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(given.items())]
+    params: list[dict[str, str | bool]] = [
+        {"ParameterKey": k, "ParameterValue": v} for k, v in sorted(given.items())
+    ]
     if current is not None:
         known = {p["ParameterKey"] for p in cf.get_template_summary(TemplateBody=template_body)["Parameters"]}
         previous = {p["ParameterKey"] for p in current.get("Parameters", [])}
@@ -332,10 +343,29 @@ def transform(
         notify=_note,
     )
     try:
-        # Without waiting there is nothing new to load yet: the job writes its outputs later.
-        report = pipeline.ingest(
-            step, videos=False, incremental=incremental, delete=delete, load=load and wait
-        )
+        if load and wait and model.identity is not None:
+            # Writes go under the collection's writer lock into the generation of the archive's model,
+            # as `mediasearch ingest` does (a new model builds a complete new generation, then switches).
+            from mediasearch.cli import _locked
+            from mediasearch.core.model_identity import ModelIdentity
+            from mediasearch.index.base import VectorIndex
+            from mediasearch.indexing.ingest import ingest_collection
+            from mediasearch.indexing.pipeline import PipelineReport
+
+            def run(uri: str, index: VectorIndex) -> PipelineReport:
+                each = backends.pipeline(settings, _s3_source(uri), index, notify=_note)
+                return each.ingest(step, videos=False, incremental=incremental, delete=delete, load=True)
+
+            identity = ModelIdentity(id=model.identity, source=data)
+            coll = backends.collection(settings)
+            report = _locked(
+                lambda: ingest_collection(coll, identity, store.root_uri, run, notify=_note)
+            ).report
+        else:
+            # Without waiting there is nothing new to load yet: the job writes its outputs later.
+            report = pipeline.ingest(
+                step, videos=False, incremental=incremental, delete=delete, load=load and wait
+            )
     except sm.SageMakerError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
@@ -355,16 +385,36 @@ def load(
 ) -> None:
     """Load the outputs a model's transform wrote (`<work>/outputs/<model>/*.out`) into the index (idempotent)."""
     from mediasearch import backends
-    from mediasearch.aws.batch import output_tag
+    from mediasearch.aws.batch import model_identity_of, output_tag
     from mediasearch.cli import echo_summary
     from mediasearch.indexing.pipeline import summarize
 
     outputs = stack_outputs(stack)
     settings = _index_settings(get_settings(), outputs)
     data = _need(model_data, outputs, "ModelDataUrl", "--model-data")
-    pipeline = backends.pipeline(settings, _s3_source(source))
-    pipeline.load(tag=output_tag(data))
-    echo_summary(summarize(pipeline.report))
+    store = _s3_source(source)
+    identity = model_identity_of(data, _note)
+    if identity is None:
+        pipeline = backends.pipeline(settings, store)
+        pipeline.load(tag=output_tag(data))
+        echo_summary(summarize(pipeline.report))
+        return
+    from mediasearch.cli import _locked
+    from mediasearch.core.model_identity import ModelIdentity
+    from mediasearch.index.base import VectorIndex
+    from mediasearch.indexing.ingest import ingest_collection
+    from mediasearch.indexing.pipeline import PipelineReport
+
+    def run(uri: str, index: VectorIndex) -> PipelineReport:
+        each = backends.pipeline(settings, _s3_source(uri), index)
+        each.load(tag=output_tag(data))
+        return each.report
+
+    coll = backends.collection(settings)
+    done = _locked(
+        lambda: ingest_collection(coll, ModelIdentity(id=identity, source=data), store.root_uri, run)
+    )
+    echo_summary(summarize(done.report))
 
 
 @aws_app.command()

@@ -416,8 +416,9 @@ class OpenSearchIndex(VectorIndex):
             max_chunk_bytes=chunk_bytes,
             raise_on_error=False,
             max_retries=self.bulk_retries,
-            initial_backoff=self.bulk_backoff_s,
-            max_backoff=BULK_MAX_BACKOFF_S,
+            # The helper sleeps for these as floats; its annotations say int.
+            initial_backoff=self.bulk_backoff_s,  # type: ignore[arg-type]
+            max_backoff=BULK_MAX_BACKOFF_S,  # type: ignore[arg-type]
         )
 
     def knn(
