@@ -98,7 +98,8 @@ def test_image_uri_outside_the_store_is_refused(client: TestClient, uri: str) ->
         ({"image": "not base64!!"}, 400, "image"),
         ({"image": base64.b64encode(b"not an image").decode()}, 400, "image"),
         ({"video_id": "nope"}, 404, "video_id"),
-        ({"text": "   "}, 400, "text"),
+        # The schema says it too: text needs a non-space character.
+        ({"text": "   "}, 422, "text"),
     ],
 )
 def test_bad_input_is_a_json_4xx_naming_the_field(client: TestClient, payload, status, field) -> None:

@@ -20,9 +20,12 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
+# Defined in core.choices (importable without pydantic, for the CLI) and imported from here as before.
+from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
 from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
 
 
@@ -58,28 +61,6 @@ class DocKind(StrEnum):
     IMAGE = "image"
     SCENE = "scene"
     VIDEO = "video"
-
-
-class ResultKind(StrEnum):
-    """What a search returns: images, or videos (built from their scenes)."""
-
-    IMAGE = "image"
-    VIDEO = "video"
-
-
-class Aggregation(StrEnum):
-    """How a video's score is built from its matching scenes' scores."""
-
-    MAX = "max"
-    MEAN = "mean"
-    SUM = "sum"
-    TOP3_MEAN = "top3_mean"
-
-
-class SearchMode(StrEnum):
-    CLIP = "clip"
-    CAPTION = "caption"
-    HYBRID = "hybrid"
 
 
 def stable_id(uri: str) -> str:
@@ -193,8 +174,9 @@ class SearchFilters(BaseModel):
     )
     video_id: str | None = Field(default=None, max_length=64, description="only scenes of this video")
     uri_prefix: str | None = Field(default=None, max_length=1024, description="only media under this URI")
-    min_width: int | None = Field(default=None, ge=0)
-    min_height: int | None = Field(default=None, ge=0)
+    # Bounded by what the index stores (a 32-bit integer): a larger literal would fail in the backend.
+    min_width: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    min_height: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class HybridWeightsModel(BaseModel):
@@ -203,7 +185,16 @@ class HybridWeightsModel(BaseModel):
     same), so `{"keyword": 0.5, "clip": 0.7}` searches with 0.417 and 0.583, and explanations show
     the scaled pair."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # `_not_both_zero`, said in the schema too.
+        json_schema_extra={
+            "not": {
+                "required": ["keyword", "clip"],
+                "properties": {"keyword": {"const": 0}, "clip": {"const": 0}},
+            }
+        },
+    )
 
     keyword: float = Field(
         HYBRID_KEYWORD_WEIGHT, ge=0, le=1, description="BM25 over captions and tags, relative to clip"
@@ -217,15 +208,37 @@ class HybridWeightsModel(BaseModel):
         return self
 
 
+# The four ways to ask; a request gives exactly one.
+QUERY_FIELDS = ("text", "image", "image_uri", "video_id")
+
+
+def _given_as(schema: dict[str, Any]) -> WithJsonSchema:
+    # A query field is either given (this schema) or left out; `null` is refused, so the schema
+    # does not offer it.
+    return WithJsonSchema(schema)
+
+
 class SearchRequest(BaseModel):
     """`POST /search`: exactly one query (text, image, image_uri or video_id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # What `_one_query` enforces, said in the schema too, for generated clients and fuzzers.
+        json_schema_extra={"oneOf": [{"required": [name]} for name in QUERY_FIELDS]},
+    )
 
-    text: str | None = Field(default=None, min_length=1, max_length=1000)
-    image: str | None = Field(default=None, description="base64-encoded image bytes")
-    image_uri: str | None = Field(default=None, max_length=2048, description="an image inside the store")
-    video_id: str | None = Field(default=None, max_length=64, description="videos similar to this one")
+    text: Annotated[
+        str | None, _given_as({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": r"\S"})
+    ] = Field(default=None, min_length=1, max_length=1000, description="what to look for, in words")
+    image: Annotated[str | None, _given_as({"type": "string"})] = Field(
+        default=None, description="base64-encoded image bytes"
+    )
+    image_uri: Annotated[str | None, _given_as({"type": "string", "maxLength": 2048})] = Field(
+        default=None, max_length=2048, description="an image inside the store"
+    )
+    video_id: Annotated[str | None, _given_as({"type": "string", "maxLength": 64})] = Field(
+        default=None, max_length=64, description="videos similar to this one"
+    )
     mode: SearchMode = SearchMode.CLIP
     kinds: list[ResultKind] = Field(
         default_factory=lambda: [ResultKind.IMAGE, ResultKind.VIDEO], min_length=1
@@ -237,9 +250,23 @@ class SearchRequest(BaseModel):
     )
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
+    @field_validator(*QUERY_FIELDS, mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must be a string: leave the field out instead of sending null")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("text is blank")
+        return value
+
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        given = [n for n in ("text", "image", "image_uri", "video_id") if getattr(self, n) is not None]
+        given = [n for n in QUERY_FIELDS if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
                 f"give exactly one of text, image, image_uri, video_id (got {', '.join(given) or 'none'})"
@@ -286,6 +313,9 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     facets: dict[str, int] = Field(default_factory=dict, description="tag -> number of results carrying it")
     took_ms: float
+    generation: str | None = Field(
+        default=None, description="the index generation that answered (one per embedding model)"
+    )
 
 
 class ItemResponse(MediaView):
