@@ -43,14 +43,14 @@ def test_demo_corpus_ingest_search_eval(tmp_path, tiny_clip_dir) -> None:
 
     videos = run("search", "a red circle", "--kind", "video", "--k", "3", "--json")
     assert videos.exit_code == 0, videos.output
-    best = json.loads(videos.output)["results"][0]
+    best = json.loads(videos.stdout)["results"][0]
     assert best["kind"] == "video" and best["scenes"] and best["explanation"].startswith("max over")
     similar = run("similar", best["id"], "--k", "2")
     assert similar.exit_code == 0 and similar.output.count(" video ") == 2
 
     found = run("search", "a red circle", "--kind", "image", "--k", "5", "--json")
     assert found.exit_code == 0, found.output
-    body = json.loads(found.output)
+    body = json.loads(found.stdout)
     assert len(body["results"]) == 5 and all(r["kind"] == "image" for r in body["results"])
 
     report = run("eval", "--json", "--k", "5", "--k", "10", "--plot", str(tmp_path / "recall.png"))
