@@ -115,3 +115,16 @@ def test_concurrent_decodes_are_limited(monkeypatch: pytest.MonkeyPatch) -> None
     for t in threads:
         t.join()
     assert most == 2
+
+
+def test_the_transform_records_the_stored_size(tmp_path, clip_model) -> None:  # type: ignore[no-untyped-def]
+    from mediasearch.core.records import ManifestRecord, MediaKind
+    from mediasearch.indexing.handler import ClipHandler
+
+    path = tmp_path / "big.png"
+    Image.new("1", (3000, 2000)).save(path)
+    handler = ClipHandler(clip_model)
+    (result,) = handler.embed(
+        handler.prepare([ManifestRecord(id="x", uri=path.as_uri(), kind=MediaKind.IMAGE)])
+    )
+    assert result.error is None and (result.width, result.height) == (3000, 2000)

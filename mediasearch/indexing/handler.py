@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from pydantic import ValidationError
 
-from mediasearch.core.images import MAX_IMAGE_PIXELS, ImageDecodeError, decode_image
+from mediasearch.core.images import MAX_IMAGE_PIXELS, ImageDecodeError, decode_image, source_size
 from mediasearch.core.layout import model_tag
 from mediasearch.core.records import ManifestRecord, TransformResult
 from mediasearch.core.storage import StoreError, read_uri
@@ -160,7 +160,8 @@ class ClipHandler:
         image = decode_image(data, self.max_pixels)
         clip = self.model.preprocess(image) if self.model is not None else None
         caption = self.captioner.preprocess(image) if self.captioner is not None else None
-        return clip, caption, image.size
+        # The size as stored, not as decoded: large images come back reduced (core.images).
+        return clip, caption, source_size(image)
 
     def prepare(self, records: Sequence[ManifestRecord | TransformResult]) -> PreparedBatch:
         """Fetch, decode and preprocess concurrently; failures become per-record errors."""
