@@ -171,7 +171,9 @@ def test_identity_before_the_export_exists_exports_nothing(tiny_clip_dir: Path, 
     """`mediasearch load` only needs the output folder's name: asking the identity must not export."""
     model = OnnxClipModel(str(tiny_clip_dir), device="cpu", cache_dir=tmp_path / "empty", auto_export=False)
     assert model.identity.id == identify(str(tiny_clip_dir)).id and model.folder is None
-    int8 = OnnxClipModel(str(tiny_clip_dir), precision="int8", cache_dir=tmp_path / "empty", auto_export=False)
+    int8 = OnnxClipModel(
+        str(tiny_clip_dir), precision="int8", cache_dir=tmp_path / "empty", auto_export=False
+    )
     assert int8.identity.id == f"{identify(str(tiny_clip_dir)).id}#onnx-int8"
     assert not (tmp_path / "empty").exists()
 
