@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediasearch.core.layout import WorkLayout
-from mediasearch.core.settings import EncoderBackend, IndexBackend, Settings
+from mediasearch.core.settings import ClipEngine, ClipPrecision, EncoderBackend, IndexBackend, Settings
 from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
 from mediasearch.indexing.video_documents import TagOptions
@@ -20,6 +20,7 @@ from mediasearch.query.links import MediaLinks
 from mediasearch.query.search import SearchService
 
 if TYPE_CHECKING:
+    from mediasearch.encoders.base import ClipEncoder
     from mediasearch.index.collection import Collection
     from mediasearch.index.generations import Generation
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from mediasearch.indexing.transform import TransformRunner
     from mediasearch.indexing.video import VideoOptions
     from mediasearch.models.captioner import CaptionModel
-    from mediasearch.models.clip import ClipModel
     from mediasearch.models.text_embedder import TextEmbedder
 
 
@@ -75,10 +75,60 @@ def opensearch_index(settings: Settings, name: str | None = None) -> OpenSearchI
     return OpenSearchIndex(client, name or settings.collection)
 
 
-def clip_model(settings: Settings) -> ClipModel:
+def clip_engine(settings: Settings) -> ClipEngine:
+    """The engine that runs CLIP: the setting, or for `auto` ONNX Runtime unless the model would run on
+    CUDA (see `mediasearch.encoders.engine`)."""
+    from mediasearch.encoders.engine import choose_engine
+
+    return ClipEngine(
+        choose_engine(settings.clip_engine, settings.clip_precision, settings.device, settings.clip_model)
+    )
+
+
+def onnx_cache(settings: Settings) -> Path:
+    """Where ONNX exports are cached: MEDIASEARCH_ONNX_CACHE, else onnx/ under MEDIASEARCH_CACHE_DIR."""
+    from mediasearch.core.model_identity import default_cache_dir
+
+    if settings.onnx_cache:
+        return Path(settings.onnx_cache).expanduser()
+    return (Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()) / "onnx"
+
+
+def clip_model(settings: Settings) -> ClipEncoder:
+    """CLIP on the configured engine: PyTorch, or ONNX Runtime on the model's export (made on first use)."""
+    if clip_engine(settings) is ClipEngine.ONNX:
+        from mediasearch.encoders.onnx_clip import OnnxClipModel
+
+        return OnnxClipModel(
+            settings.clip_model,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            precision=settings.clip_precision,
+            cache_dir=onnx_cache(settings),
+            digest_cache=settings.cache_dir,
+        )
     from mediasearch.models.clip import ClipModel
 
-    return ClipModel(settings.clip_model, device=settings.device, batch_size=settings.batch_size)
+    return ClipModel(
+        settings.clip_model,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        digest_cache=settings.cache_dir,
+    )
+
+
+def for_model(settings: Settings, model_id: str, source: str) -> Settings:
+    """The settings whose CLIP makes `model_id`'s vectors from `source`: that checkpoint, at the precision
+    the identity names (int8 vectors are another model's; fp32 ones are the same on either engine)."""
+    from mediasearch.encoders.onnx_cache import precision_of
+
+    if not model_id:  # no generation yet: whatever is configured
+        return settings.model_copy(update={"clip_model": source})
+    precision = ClipPrecision(precision_of(model_id))
+    update: dict[str, object] = {"clip_model": source, "clip_precision": precision}
+    if precision is not ClipPrecision.FP32:
+        update["clip_engine"] = ClipEngine.ONNX
+    return settings.model_copy(update=update)
 
 
 def captioner(settings: Settings) -> CaptionModel:
@@ -89,17 +139,18 @@ def captioner(settings: Settings) -> CaptionModel:
         device=settings.device,
         max_length=settings.caption_max_length,
         num_beams=settings.caption_beams,
+        digest_cache=settings.cache_dir,
     )
 
 
 def text_embedder(settings: Settings) -> TextEmbedder:
     from mediasearch.models.text_embedder import TextEmbedder
 
-    return TextEmbedder(settings.text_model, device=settings.device)
+    return TextEmbedder(settings.text_model, device=settings.device, digest_cache=settings.cache_dir)
 
 
 def clip_handler(
-    settings: Settings, model: ClipModel | None = None, captions: bool | None = None
+    settings: Settings, model: ClipEncoder | None = None, captions: bool | None = None
 ) -> ClipHandler:
     """The transform's handler: CLIP, plus the captioner when captions are on (setting or override)."""
     from mediasearch.indexing.handler import ClipHandler
@@ -160,7 +211,7 @@ def collection(settings: Settings) -> Collection:
         name,
         StoreCatalog(open_store(uri), name),
         lock,
-        lambda generation: LanceDBIndex(uri, generation),
+        lambda generation: LanceDBIndex(uri, generation, refresh_s=settings.index_refresh_s),
         drop,
     )
 
@@ -171,30 +222,31 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
     The encoder follows the serving generation's model unless one is pinned: a SageMaker endpoint, or
     MEDIASEARCH_CLIP_MODEL set explicitly (then a generation of another model is refused, not mixed).
     """
-    from mediasearch.core.model_identity import identify
     from mediasearch.query.serving import ServedEncoder, ServedIndex, ServingView
 
     pinned = settings.encoder_backend is EncoderBackend.SAGEMAKER or "clip_model" in settings.model_fields_set
+    pinned_encoder = encoder(settings) if pinned else None
     pinned_identity: list[str] = []
 
     def pinned_model() -> str | None:
-        if settings.encoder_backend is EncoderBackend.SAGEMAKER:
+        if not isinstance(pinned_encoder, LocalEncoder):
             return None  # the endpoint's model is not known here; its archive was packaged for the index
         if not pinned_identity:
-            pinned_identity.append(identify(settings.clip_model).id)
+            # The encoder's own identity: int8 ONNX is another model than its checkpoint.
+            pinned_identity.append(pinned_encoder.model.identity.id)
         return pinned_identity[0]
 
     def follow(generation: Generation) -> QueryEncoder:
         model = generation.model_source or settings.clip_model
-        return encoder(settings.model_copy(update={"clip_model": model}))
+        return encoder(for_model(settings, generation.model_id, model))
 
     view = ServingView(
         collection(settings),
         fallback_index=index(settings),
-        pinned=encoder(settings) if pinned else None,
+        pinned=pinned_encoder,
         pinned_model=pinned_model,
         build_encoder=None if pinned else follow,
-        refresh_s=getattr(settings, "index_refresh_s", 1.0),
+        refresh_s=settings.index_refresh_s,
     )
     return SearchService(
         ServedIndex(view),
@@ -208,6 +260,7 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
             keyword=settings.hybrid_keyword_weight, vector=settings.hybrid_clip_weight
         ),
         pin=view.pin,
+        generation=lambda: g.name if (g := view.current().generation) is not None else None,
     )
 
 

@@ -165,7 +165,14 @@ def local_tag(tiny_clip_dir: Path) -> str:
 
 
 def video_document(lancedb: Path, collection: str, vid: str) -> IndexDocument:
-    (doc,) = LanceDBIndex(str(lancedb), collection).get_many_with_vectors([vid])
+    from mediasearch.core.storage import LocalStore
+    from mediasearch.index.generations import StoreCatalog
+
+    # Loads write the serving generation of the collection (one table per model); a load whose model is
+    # unknown (an archive that cannot be read) writes the collection's own table.
+    serving = StoreCatalog(LocalStore(lancedb), collection).serving()
+    table = serving.name if serving is not None else collection
+    (doc,) = LanceDBIndex(str(lancedb), table).get_many_with_vectors([vid])
     assert doc.kind is DocKind.VIDEO
     return doc
 
@@ -229,8 +236,10 @@ def test_search_takes_the_collection(tmp_path: Path, base_env: dict[str, str]) -
     found = cli(other, "search", "a red square", "--kind", "image", "--json")
     assert found.exit_code == 0, found.output
     assert len(json.loads(found.stdout)["results"]) == 2
-    # The default collection was never written: the variable is what pointed the search elsewhere.
-    assert "no results" in cli(base_env, "search", "a red square", "--kind", "image").output
+    # The default collection was never written: the variable is what pointed the search elsewhere
+    # (and a search of a collection that does not exist says so).
+    missing = cli(base_env, "search", "a red square", "--kind", "image")
+    assert missing.exit_code == 1 and "no index at" in missing.output and "/media" in missing.output
 
 
 def test_serve_builds_the_app_from_the_settings(
@@ -240,8 +249,12 @@ def test_serve_builds_the_app_from_the_settings(
 
     import uvicorn
 
+    from mediasearch.index.base import IndexSpec
+
     started: dict[str, object] = {}
     monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: started.update(target=target, **kwargs))
+    # serve refuses to start without an index to read (a read never creates one): an empty collection.
+    LanceDBIndex(base_env["MEDIASEARCH_LANCEDB_URI"], "media").create(IndexSpec(clip_dim=16))
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     try:

@@ -3,7 +3,11 @@ an export at start-up, and the unpacked archive is still the checkpoint (same id
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tarfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,46 @@ def test_an_export_of_other_weights_is_refused(tiny_clip_dir: Path, export: Path
         build_model_archive(other, tmp_path / "m.tar.gz", onnx=export)
     with pytest.raises(PackagingError, match="not an ONNX export folder"):
         build_model_archive(tiny_clip_dir, tmp_path / "m.tar.gz", onnx=tmp_path)
+
+
+def test_the_unpacked_archive_serves_on_onnx_runtime(unpacked: Path, tmp_path: Path) -> None:
+    """model_fn on a CPU instance (the PyTorch container, torch and transformers installed): the engine is
+    ONNX Runtime on the packaged export (nothing exported at start-up), and the response names the
+    checkpoint's identity."""
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, importlib.util, json, sys
+        BLOCKED = {{"lancedb", "pyarrow", "opensearchpy", "fastapi", "av", "cv2"}}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(name + " is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        spec = importlib.util.spec_from_file_location("inference", {str(unpacked / "code" / "inference.py")!r})
+        h = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(h)
+        handler = h.model_fn({str(unpacked)!r})
+        data = h.input_fn(b'{{"text": ["a red square"]}}', "application/json")
+        body, ctype = h.output_fn(h.predict_fn(data, handler), "application/json")
+        print(json.dumps({{"engine": type(handler.model).__name__, "folder": str(handler.model.folder),
+                          "response": json.loads(body)}}))
+        """
+    )
+    env = {
+        "MEDIASEARCH_DEVICE": "cpu",
+        "MEDIASEARCH_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["engine"] == "OnnxClipModel" and out["folder"] == str(unpacked / "onnx")
+    assert len(out["response"]["embeddings"][0]) == 16
+    assert out["response"]["model"] == identify(str(unpacked)).id
+    assert not (tmp_path / "cache" / "onnx").exists()  # nothing exported at start-up
 
 
 class FakeS3:

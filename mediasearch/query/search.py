@@ -192,6 +192,7 @@ class SearchService:
         text_embedder: TextVectoriser | None = None,
         hybrid_weights: HybridWeights = HybridWeights(),
         pin: Callable[[], AbstractContextManager[object]] | None = None,
+        generation: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -199,6 +200,7 @@ class SearchService:
         self.links = links
         self.text_embedder = text_embedder
         self.hybrid_weights = hybrid_weights
+        self.generation = generation  # names the generation a response came from
         if pin is not None:
             # `index` and `encoder` follow the serving generation (query.serving): each public call
             # pins one (index, encoder) pair for its whole duration, so no answer mixes two models.
@@ -210,8 +212,12 @@ class SearchService:
         self.encoder.warm_up()
 
     def health(self) -> dict[str, object]:
-        """Liveness, with the document count: answering it proves the index is reachable."""
-        return {"status": "ok", "version": __version__, "documents": self.index.count()}
+        """Liveness, with the document count from a real read of the index (`VectorIndex.probe`).
+
+        Raises the index's errors (`IndexNotReady` for a missing collection, `IndexUnreadable` for
+        damaged data) so that health answers 503 with the reason instead of ok with 0 documents.
+        """
+        return {"status": "ok", "version": __version__, "documents": self.index.probe()}
 
     # -- items and their media --------------------------------------------------------------------
 
@@ -338,7 +344,14 @@ class SearchService:
                 status=501,
             ) from None
         except ModelLoadError as exc:
-            raise QueryError("mode", f"caption search is unavailable: {exc}", status=503) from None
+            # The loader's own words (a hub error, a path) are for the operator's log, not the caller.
+            log.warning("caption search unavailable: %s", exc)
+            raise QueryError(
+                "mode",
+                "caption search is unavailable: the server cannot load its caption text model "
+                "(not downloaded, and the model hub cannot be reached); the clip and hybrid modes work",
+                status=503,
+            ) from None
 
     def weights(self, req: SearchRequest) -> HybridWeights:
         if req.weights is None:
@@ -369,6 +382,7 @@ class SearchService:
             results=results,
             facets=dict(Counter(t for r in results for t in r.tags).most_common()),
             took_ms=round((time.perf_counter() - started) * 1000, 2),
+            generation=self.generation(),
         )
 
     def video_results(self, query: Query, req: SearchRequest) -> list[SearchResult]:
