@@ -96,7 +96,9 @@ def test_a_single_frame_gif_is_an_image_and_an_animated_one_a_video(tmp_path, cl
     store.put("still.gif", _gif(1))
     store.put("anim.gif", _gif(6))
     listing = list_media(store)
-    assert [o.key for o in listing.images] == ["still.gif"] and [o.key for o in listing.videos] == ["anim.gif"]
+    assert [o.key for o in listing.images] == ["still.gif"] and [o.key for o in listing.videos] == [
+        "anim.gif"
+    ]
 
     index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
     report = ingest(store, index, ClipHandler(clip_model), progress=False)
