@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import emit, environment, log
 
-from tests.test_living_index import RUNS, UPSERT, _free_port, _rows_and_ids
+from tests.conftest import free_port
+from tests.test_living_index import RUNS, UPSERT, _rows_and_ids
 
 
 def racing(work: Path, runs: int) -> dict[str, object]:
@@ -79,7 +80,7 @@ def switch(work: Path, images: int) -> dict[str, object]:
         [*cli, "ingest", str(store.root)], env={**env, "MEDIASEARCH_CLIP_MODEL": str(model_a)}, check=True
     )
     first_ingest_s = time.perf_counter() - t0
-    port = _free_port()
+    port = free_port()
     with (work / "server.log").open("w") as server_log:
         server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stderr=server_log)
         url = f"http://127.0.0.1:{port}"

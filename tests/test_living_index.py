@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mediasearch.core.storage import LocalStore
-from tests.conftest import COLOURS, image_bytes
+from tests.conftest import COLOURS, free_port, image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,14 +231,6 @@ def test_kill_9_at_each_stage_then_rerun_equals_a_clean_run(
     assert indices == clean_indices and any("search_text" in name for name in indices)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_model_switch_under_queries_fails_none_and_mixes_none(
     corpus: LocalStore, tmp_path: Path, tiny_clip_dir: Path
 ) -> None:
@@ -247,9 +239,8 @@ def test_a_model_switch_under_queries_fails_none_and_mixes_none(
     and once the new generation answers, only it does."""
     import threading
 
-    import httpx
-
     from mediasearch.models.random_init import build_random_clip
+    from tests.freshness import poll, server
 
     other = build_random_clip(tmp_path / "model-b", seed=7, projection_dim=24)
     base = _env(MEDIASEARCH_LANCEDB_URI=str(tmp_path / "lancedb"), MEDIASEARCH_INDEX_REFRESH_S="0.2")
@@ -261,68 +252,42 @@ def test_a_model_switch_under_queries_fails_none_and_mixes_none(
         timeout=300,
     )
     assert first.returncode == 0, first.stderr
-    port = _free_port()
     # No MEDIASEARCH_CLIP_MODEL: the server encodes with whatever model the serving generation has.
-    server_log = tmp_path / "server.log"  # a file: an unread pipe fills up and blocks the server
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mediasearch.cli", "serve", "--port", str(port)],
-        env=base,
-        stdout=subprocess.DEVNULL,
-        stderr=server_log.open("w"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    answers: list[tuple[float, int, str | None]] = []
-    stop = threading.Event()
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-            time.sleep(0.2)
+    with server(free_port(), base, tmp_path / "server.log") as http:
+        answers: list[tuple[float, int, str | None]] = []
+        stop = threading.Event()
 
         def client() -> None:
-            with httpx.Client(timeout=60) as http:
-                while not stop.is_set():
-                    sent = time.monotonic()
-                    try:
-                        r = http.post(
-                            f"{url}/search", json={"text": "a red square", "kinds": ["image"], "k": 3}
-                        )
-                        answers.append((sent, r.status_code, r.json().get("generation")))
-                    except Exception as exc:  # a failed query is what this test counts
-                        answers.append((sent, -1, f"{type(exc).__name__}: {exc}"))
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    r = http.post(
+                        "/search", json={"text": "a red square", "kinds": ["image"], "k": 3}, timeout=60
+                    )
+                    answers.append((sent, r.status_code, r.json().get("generation")))
+                except Exception as exc:  # a failed query is what this test counts
+                    answers.append((sent, -1, f"{type(exc).__name__}: {exc}"))
 
         thread = threading.Thread(target=client)
         thread.start()
-        time.sleep(1.0)
-        switch = subprocess.run(
-            [sys.executable, "-m", "mediasearch.cli", "ingest", str(corpus.root)],
-            env={**base, "MEDIASEARCH_CLIP_MODEL": str(other)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert switch.returncode == 0, switch.stderr
-        committed = time.monotonic()
-        catalog = json.loads((tmp_path / "lancedb" / "_generations" / "media.json").read_text())
-        new = catalog["serving"]
-        deadline = time.monotonic() + 60
-        while not any(g == new for _, _, g in answers[-3:]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        server.terminate()
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            time.sleep(1.0)
+            switch = subprocess.run(
+                [sys.executable, "-m", "mediasearch.cli", "ingest", str(corpus.root)],
+                env={**base, "MEDIASEARCH_CLIP_MODEL": str(other)},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert switch.returncode == 0, switch.stderr
+            committed = time.monotonic()
+            catalog = json.loads((tmp_path / "lancedb" / "_generations" / "media.json").read_text())
+            new = catalog["serving"]
+            poll(lambda: any(g == new for _, _, g in answers[-3:]), timeout_s=60, interval_s=0.1)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
     statuses = [s for _, s, _ in answers]
     assert len(answers) > 20 and set(statuses) == {200}, [a for a in answers if a[1] != 200][:5]
     generations = [g for _, _, g in answers]
