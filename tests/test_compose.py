@@ -192,7 +192,15 @@ def test_api_command_starts_the_server(compose: dict, monkeypatch: pytest.Monkey
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append({"target": target, **kw}))
     argv = compose["services"]["api"]["command"]
     assert argv[0] == "mediasearch"
-    result = CliRunner().invoke(app, argv[1:])
+    # The service's own settings (OpenSearch), as the container has them: `serve` checks that a local
+    # index exists before starting, which holds for LanceDB only.
+    service_env = compose["services"]["api"]["environment"]
+    env = {k: v for k, v in service_env.items() if k.startswith("MEDIASEARCH_") and "${" not in v}
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, argv[1:], env=env)
+    finally:
+        get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     (call,) = calls
     assert call["target"] == "mediasearch.query.api:create_app" and call["factory"] is True
