@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mediasearch.core.storage import LocalStore
 from mediasearch.index.lancedb import LanceDBIndex
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
@@ -122,8 +123,25 @@ COLOURS = {
 def serving_index(lancedb_uri: str | Path, collection: str = "media") -> LanceDBIndex:
     """The index a server would read: the collection's serving generation (one table per model), or the
     collection's own table where nothing was written through generations."""
-    from mediasearch.core.storage import LocalStore
     from mediasearch.index.generations import StoreCatalog
 
     serving = StoreCatalog(LocalStore(lancedb_uri), collection).serving()
     return LanceDBIndex(str(lancedb_uri), serving.name if serving is not None else collection)
+
+
+def small_corpus(root: Path, clip_model: ClipModel) -> tuple[LocalStore, LanceDBIndex]:
+    """Six colour images and one short video, ingested with the tiny CLIP: what the API fuzz suites
+    search (images, scenes and a video, so every route has something to return)."""
+    from mediasearch.corpus.videos import default_specs, write_corpus
+    from mediasearch.indexing.handler import ClipHandler
+    from mediasearch.indexing.pipeline import ingest
+    from mediasearch.indexing.video import VideoOptions
+
+    store = LocalStore(root / "media")
+    for name, colour in COLOURS.items():
+        store.put(f"photos/{name}.png", image_bytes(colour))
+    short = [s for s in default_specs("videos") if s.key.endswith("short.mp4")]
+    write_corpus(store, "videos", specs=short, duplicates=[])
+    index = LanceDBIndex(str(root / "lancedb"), "media")
+    ingest(store, index, ClipHandler(clip_model), video_options=VideoOptions(max_scene_s=3.0), progress=False)
+    return store, index

@@ -44,7 +44,7 @@ from mediasearch.corpus.videos import VideoSpec, render_video, scenes_cycle
 from mediasearch.index.lancedb import LanceDBIndex
 from mediasearch.indexing.handler import BadRequest
 from mediasearch.models.random_init import build_random_captioner, build_random_text_embedder
-from tests.conftest import COLOURS, image_bytes
+from tests.conftest import COLOURS, image_bytes, serving_index
 from tests.test_model_handler import load_handler_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,14 +165,8 @@ def local_tag(tiny_clip_dir: Path) -> str:
 
 
 def video_document(lancedb: Path, collection: str, vid: str) -> IndexDocument:
-    from mediasearch.core.storage import LocalStore
-    from mediasearch.index.generations import StoreCatalog
-
-    # Loads write the serving generation of the collection (one table per model); a load whose model is
-    # unknown (an archive that cannot be read) writes the collection's own table.
-    serving = StoreCatalog(LocalStore(lancedb), collection).serving()
-    table = serving.name if serving is not None else collection
-    (doc,) = LanceDBIndex(str(lancedb), table).get_many_with_vectors([vid])
+    # Loads write the serving generation of the collection (its own table when the model is unknown).
+    (doc,) = serving_index(lancedb, collection).get_many_with_vectors([vid])
     assert doc.kind is DocKind.VIDEO
     return doc
 

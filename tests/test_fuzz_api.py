@@ -20,29 +20,17 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mediasearch.core.settings import Settings  # noqa: E402
-from mediasearch.core.storage import LocalStore  # noqa: E402
-from mediasearch.corpus.videos import default_specs, write_corpus  # noqa: E402
-from mediasearch.index.lancedb import LanceDBIndex  # noqa: E402
-from mediasearch.indexing.handler import ClipHandler  # noqa: E402
-from mediasearch.indexing.pipeline import ingest  # noqa: E402
-from mediasearch.indexing.video import VideoOptions  # noqa: E402
 from mediasearch.query.api import create_app  # noqa: E402
 from mediasearch.query.encoder import LocalEncoder  # noqa: E402
 from mediasearch.query.links import MediaLinks  # noqa: E402
 from mediasearch.query.search import SearchService  # noqa: E402
-from tests.conftest import COLOURS, image_bytes  # noqa: E402
+from tests.conftest import small_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, clip_model):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("fuzz")
-    store = LocalStore(root / "media")
-    for name, colour in COLOURS.items():
-        store.put(f"photos/{name}.png", image_bytes(colour))
-    short = [s for s in default_specs("videos") if s.key.endswith("short.mp4")]
-    write_corpus(store, "videos", specs=short, duplicates=[])
-    index = LanceDBIndex(str(root / "lancedb"), "media")
-    ingest(store, index, ClipHandler(clip_model), video_options=VideoOptions(max_scene_s=3.0), progress=False)
+    store, index = small_corpus(root, clip_model)
     # No caption embedder: caption mode answers 501 "not configured", which is the server's setup
     # speaking, not a failure on the caller's input (see `test_api`'s fuzz assertion below).
     service = SearchService(index, LocalEncoder(clip_model), store, MediaLinks())

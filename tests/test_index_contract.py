@@ -12,7 +12,9 @@ import os
 import types
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import numpy as np
@@ -28,12 +30,20 @@ CAP_DIM = 4
 
 @pytest.fixture(params=["lancedb", "opensearch-in-memory", "opensearch"])
 def index(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
-    collection = f"contract-{uuid.uuid4().hex[:10]}"
-    if request.param == "lancedb":
+    with open_backend(request.param, tmp_path, "contract") as idx:
+        yield idx
+
+
+@contextmanager
+def open_backend(kind: str, tmp_path: Path, prefix: str) -> Iterator[VectorIndex]:
+    """A fresh, uniquely named collection on `kind`'s backend; a real cluster's index is deleted after."""
+    collection = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    idx: VectorIndex
+    if kind == "lancedb":
         from mediasearch.index.lancedb import LanceDBIndex
 
-        idx: VectorIndex = LanceDBIndex(str(tmp_path / "lancedb"), collection)
-    elif request.param == "opensearch-in-memory":
+        idx = LanceDBIndex(str(tmp_path / "lancedb"), collection)
+    elif kind == "opensearch-in-memory":
         # Every run: the in-memory cluster behind the real client refuses what OpenSearch 2.19 refuses
         # (tests/fake_opensearch.py names each rule's source) and evaluates queries exactly.
         from mediasearch.index.opensearch import OpenSearchIndex
@@ -49,8 +59,11 @@ def index(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
 
         idx = opensearch_index(Settings(opensearch_url=url, collection=collection))
     yield idx
-    if request.param == "opensearch":
-        idx.client.indices.delete(index=collection, ignore_unavailable=True)  # type: ignore[attr-defined]
+    if kind == "opensearch":
+        from mediasearch.index.opensearch import OpenSearchIndex
+
+        assert isinstance(idx, OpenSearchIndex)
+        idx.client.indices.delete(index=collection, ignore_unavailable=True)
     idx.close()
 
 
@@ -301,32 +314,8 @@ def _shown(doc: IndexDocument) -> dict[str, Any]:
 
 @pytest.fixture(params=["lancedb", "opensearch-in-memory", "opensearch"])
 def empty(request: pytest.FixtureRequest, tmp_path) -> Iterator[VectorIndex]:
-    collection = f"roundtrip-{uuid.uuid4().hex[:10]}"
-    idx: VectorIndex
-    if request.param == "lancedb":
-        from mediasearch.index.lancedb import LanceDBIndex
-
-        idx = LanceDBIndex(str(tmp_path / "lancedb"), collection)
-    elif request.param == "opensearch-in-memory":
-        from mediasearch.index.opensearch import OpenSearchIndex
-        from tests.fake_opensearch import MemoryCluster, client_for
-
-        idx = OpenSearchIndex(client_for(MemoryCluster()), collection)
-    else:
-        url = os.environ.get("OPENSEARCH_URL")
-        if not url:
-            pytest.skip("OPENSEARCH_URL is not set: no OpenSearch cluster to test against")
-        from mediasearch.backends import opensearch_index
-        from mediasearch.core.settings import Settings
-
-        idx = opensearch_index(Settings(opensearch_url=url, collection=collection))
-    yield idx
-    if request.param == "opensearch":
-        from mediasearch.index.opensearch import OpenSearchIndex
-
-        assert isinstance(idx, OpenSearchIndex)
-        idx.client.indices.delete(index=collection, ignore_unavailable=True)
-    idx.close()
+    with open_backend(request.param, tmp_path, "roundtrip") as idx:
+        yield idx
 
 
 def test_every_field_round_trips(empty: VectorIndex) -> None:

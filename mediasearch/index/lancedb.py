@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -261,30 +261,32 @@ class LanceDBIndex(VectorIndex):
             )
         return table
 
-    @contextmanager
-    def _reading(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except IndexError_:
-            raise
-        except BACKEND_ERRORS as exc:
-            self._forget()
-            raise IndexUnreadable(
+    def _reading(self, operation: str) -> AbstractContextManager[None]:
+        return self._guarded(
+            lambda exc: IndexUnreadable(
                 f"collection {self.collection!r} could not be read ({operation}): its data may be "
                 "damaged or missing; the server log has the details"
-            ) from exc
+            )
+        )
+
+    def _writing(self, operation: str) -> AbstractContextManager[None]:
+        return self._guarded(
+            lambda exc: IndexError_(
+                f"LanceDB {operation} on collection {self.collection!r} in {self.uri} failed: {exc}"
+            )
+        )
 
     @contextmanager
-    def _writing(self, operation: str) -> Iterator[None]:
+    def _guarded(self, error: Callable[[BaseException], IndexError_]) -> Iterator[None]:
+        """Backend errors become index errors naming the collection (readers get a message safe to
+        show); the cached table is forgotten, so the next call opens it afresh."""
         try:
             yield
         except IndexError_:
             raise
         except BACKEND_ERRORS as exc:
             self._forget()
-            raise IndexError_(
-                f"LanceDB {operation} on collection {self.collection!r} in {self.uri} failed: {exc}"
-            ) from exc
+            raise error(exc) from exc
 
     def exists(self) -> bool:
         """Whether the collection exists now (always asks: writers and health checks need the truth)."""
