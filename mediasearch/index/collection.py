@@ -100,8 +100,7 @@ class Collection:
             self.catalog.adopt(self.name, model_id="unknown (written before model identities)")
 
     def add_source(self, write: GenerationWrite, source: str) -> None:
-        self.catalog.add_source(write.generation.name, source)
-        write.generation = self.catalog.read().get(write.generation.name) or write.generation
+        write.generation = self.catalog.add_source(write.generation.name, source)
 
     def commit(self, write: GenerationWrite) -> Generation | None:
         """Maintain the written index, then make its generation the serving one if it is not yet.

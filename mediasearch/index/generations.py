@@ -92,12 +92,14 @@ class GenerationCatalog(ABC):
         self.write(state)
         return generation
 
-    def add_source(self, name: str, source: str) -> None:
+    def add_source(self, name: str, source: str) -> Generation:
+        """Record that generation `name` holds `source`; returns the generation as recorded now."""
         state = self.read()
         generation = self._require(state, name)
         if source not in generation.sources:
             generation.sources.append(source)
             self.write(state)
+        return generation
 
     def switch(self, name: str) -> Generation:
         """Make `name` the serving generation in one atomic write."""
