@@ -1,0 +1,75 @@
+"""Hyperparameters of the training jobs, one pydantic model per job (torch-free).
+
+The same models are the CLI's options, the checkpoint's recorded settings and a SageMaker training
+job's `HyperParameters` (which SageMaker hands to the container as strings in
+`/opt/ml/input/config/hyperparameters.json`; `from_hyperparameters` parses them back).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """What every training job shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(
+        default=8, ge=2, le=4096, description="at least 2: the losses compare samples in a batch"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+    def to_hyperparameters(self) -> dict[str, str]:
+        """SageMaker's HyperParameters: a flat map of strings (JSON for anything not a plain scalar)."""
+        return {
+            name: value if isinstance(value, str) else json.dumps(value)
+            for name, value in self.model_dump(mode="json", exclude_none=True).items()
+        }
+
+    @classmethod
+    def from_hyperparameters(cls, values: dict[str, Any]) -> Self:
+        """The inverse of `to_hyperparameters` (values may also arrive already typed)."""
+        parsed: dict[str, Any] = {}
+        for name, value in values.items():
+            if isinstance(value, str) and name in cls.model_fields:
+                try:
+                    parsed[name] = json.loads(value)
+                except json.JSONDecodeError:
+                    parsed[name] = value  # a plain string (a model id, a path)
+            else:
+                parsed[name] = value
+        return cls.model_validate(parsed)
+
+
+class VideoTrainConfig(TrainConfig):
+    """The self-supervised video encoder (Barlow Twins over frozen CLIP frame features)."""
+
+    segment_seconds: float = Field(default=32.0, gt=0, description="length of each of the two segments")
+    frames: int = Field(default=32, ge=1, description="frames sampled from each segment")
+    fps: float = Field(default=1.0, gt=0, description="rate the frames are sampled at")
+    dim: int = Field(default=4096, ge=8, description="dimension of the learned video feature")
+    lambda_offdiag: float = Field(default=0.001, ge=0, description="λ: weight of the off-diagonal terms")
+    clip_model: str | None = Field(
+        default=None, description="frozen frame tower (default: the configured CLIP)"
+    )
+    init_from: str | None = Field(default=None, description="fine-tune: start from this checkpoint")
+
+
+class ClipTrainConfig(TrainConfig):
+    """Contrastive fine-tuning of CLIP on (image, text) pairs, or a small CLIP trained from scratch."""
+
+    lr: float = Field(default=1e-5, gt=0, le=1)
+    batch_size: int = Field(default=32, ge=2, le=4096)
+    epochs: int = Field(default=5, ge=1, le=10_000)
+    base_model: str | None = Field(
+        default=None, description="model to fine-tune (default: the configured CLIP)"
+    )
+    from_scratch: bool = Field(default=False, description="train a small randomly initialised CLIP instead")
+    holdout_fraction: float = Field(default=0.2, ge=0, lt=1, description="pairs held out for recall@k")
