@@ -18,6 +18,7 @@ from mediasearch.indexing.video_documents import TagOptions
 from mediasearch.query.encoder import LazyTextEmbedder, LocalEncoder, QueryEncoder, SageMakerEncoder
 from mediasearch.query.links import MediaLinks
 from mediasearch.query.search import SearchService
+from mediasearch.query.text_cache import TextVectorCache
 
 if TYPE_CHECKING:
     from mediasearch.encoders.base import ClipEncoder
@@ -280,7 +281,11 @@ def encoder(settings: Settings) -> QueryEncoder:
         if not settings.sagemaker_endpoint:
             raise ValueError("MEDIASEARCH_ENCODER_BACKEND=sagemaker needs MEDIASEARCH_SAGEMAKER_ENDPOINT")
         return SageMakerEncoder(settings.sagemaker_endpoint, max_pixels=settings.max_image_pixels)
-    return LocalEncoder(clip_model(settings), max_pixels=settings.max_image_pixels)
+    return LocalEncoder(
+        clip_model(settings),
+        max_pixels=settings.max_image_pixels,
+        text_cache=TextVectorCache(settings.query_cache_size),
+    )
 
 
 # -- the index-time side: handlers for SageMaker, the loader, the pipeline -----------------------------

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="largest query image (base64 `image` decoded, or `image_uri`)"
     )
+    query_cache_size: int = Field(
+        1024,
+        ge=0,
+        description="query-text vectors remembered per query model (LRU, keyed by model identity and "
+        "text; about 2 KiB each at 512-d); 0 turns the cache off",
+    )
 
 
 @lru_cache(maxsize=1)

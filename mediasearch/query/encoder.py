@@ -19,6 +19,7 @@ import numpy as np
 from mediasearch.core.images import decode_image
 from mediasearch.core.vectors import l2_normalise
 from mediasearch.core.wire import EmbeddingResponse, TextQuery
+from mediasearch.query.text_cache import TextVectorCache
 
 if TYPE_CHECKING:
     # Type-only: the model stack is for whoever builds a LocalEncoder, never for this import.
@@ -84,12 +85,21 @@ class QueryEncoder(ABC):
 class LocalEncoder(QueryEncoder):
     """Encodes in this process with either engine's CLIP (PyTorch or ONNX Runtime)."""
 
-    def __init__(self, model: ClipEncoder, max_pixels: int = 40_000_000) -> None:
+    def __init__(
+        self, model: ClipEncoder, max_pixels: int = 40_000_000, text_cache: TextVectorCache | None = None
+    ) -> None:
         self.model = model
         self.max_pixels = max_pixels
+        self.text_cache = text_cache
 
     def encode_text(self, text: str) -> np.ndarray:
-        return self.model.embed_texts([text])[0]
+        if self.text_cache is None:
+            return self.model.embed_texts([text])[0]
+        # Keyed by the identity the index's generations are keyed by: a vector of another model
+        # (another checkpoint, or int8 rather than fp32) is never served from the cache.
+        return self.text_cache.get_or_compute(
+            self.model.identity.id, text, lambda: self.model.embed_texts([text])[0]
+        )
 
     def encode_image(self, data: bytes) -> np.ndarray:
         return self.model.embed_images([decode_image(data, self.max_pixels)])[0]

@@ -44,6 +44,7 @@ from mediasearch.core.storage import ObjectStore, StoreError, open_uri
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
 from mediasearch.query.encoder import QueryEncoder, TextVectoriser
 from mediasearch.query.links import MediaLinks
+from mediasearch.query.timing import phase
 
 log = logging.getLogger(__name__)
 
@@ -360,49 +361,58 @@ class SearchService:
 
     def hits(self, query: Query, req: SearchRequest, k: int, kinds: tuple[DocKind, ...]) -> list[Hit]:
         flt = index_filter(req.filters, kinds)
-        if query.text is not None:
-            return self.index.hybrid(query.text, query.vector, k, flt, self.weights(req))
-        return self.index.knn(query.vector, k, flt, field=query.field)
+        with phase("knn"):
+            if query.text is not None:
+                return self.index.hybrid(query.text, query.vector, k, flt, self.weights(req))
+            return self.index.knn(query.vector, k, flt, field=query.field)
 
     def search(self, req: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
-        query = self.plan(req)
+        with phase("encode"):
+            query = self.plan(req)
         results: list[SearchResult] = []
         if ResultKind.IMAGE in req.kinds and req.video_id is None:
             hits = self.hits(query, req, req.k, (DocKind.IMAGE,))
-            results.extend(self.image_result(h, query, req) for h in hits)
+            with phase("build"):
+                results.extend(self.image_result(h, query, req) for h in hits)
         if ResultKind.VIDEO in req.kinds:
             if query.exclude_video_id is not None:
                 results.extend(self.similar_videos(query.vector, req.k, req.filters, query.exclude_video_id))
             else:
                 results.extend(self.video_results(query, req))
-        results.sort(key=lambda r: r.score, reverse=True)
-        results = results[: req.k]
-        return SearchResponse(
-            results=results,
-            facets=dict(Counter(t for r in results for t in r.tags).most_common()),
-            took_ms=round((time.perf_counter() - started) * 1000, 2),
-            generation=self.generation(),
-        )
+        with phase("build"):
+            results.sort(key=lambda r: r.score, reverse=True)
+            results = results[: req.k]
+            return SearchResponse(
+                results=results,
+                facets=dict(Counter(t for r in results for t in r.tags).most_common()),
+                took_ms=round((time.perf_counter() - started) * 1000, 2),
+                generation=self.generation(),
+            )
 
     def video_results(self, query: Query, req: SearchRequest) -> list[SearchResult]:
         candidates = min(req.k * SCENES_PER_VIDEO, 1000)
         hits = self.hits(query, req, candidates, (DocKind.SCENE,))
-        videos = aggregate_scenes(hits, req.aggregation, req.k)
-        docs = {d.id: d for d in self.index.get_many(v.video_id for v in videos)}
-        return [self.video_result(docs[v.video_id], v) for v in videos if v.video_id in docs]
+        with phase("build"):
+            videos = aggregate_scenes(hits, req.aggregation, req.k)
+        with phase("docs"):
+            docs = {d.id: d for d in self.index.get_many(v.video_id for v in videos)}
+        with phase("build"):
+            return [self.video_result(docs[v.video_id], v) for v in videos if v.video_id in docs]
 
     def similar_videos(
         self, vector: np.ndarray, k: int, filters: SearchFilters, exclude_video_id: str
     ) -> list[SearchResult]:
         flt = replace(index_filter(filters, (DocKind.VIDEO,)), exclude_video_id=exclude_video_id)
-        hits = self.index.knn(vector, k, flt)
-        return [
-            self.video_result(
-                h.document, None, h.score, f"cosine similarity {h.score:.3f} of whole-video vectors"
-            )
-            for h in hits
-        ]
+        with phase("knn"):
+            hits = self.index.knn(vector, k, flt)
+        with phase("build"):
+            return [
+                self.video_result(
+                    h.document, None, h.score, f"cosine similarity {h.score:.3f} of whole-video vectors"
+                )
+                for h in hits
+            ]
 
     # -- result records -----------------------------------------------------------------------------
 
