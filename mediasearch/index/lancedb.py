@@ -27,7 +27,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import FTS, Bitmap, IvfFlat
+from lancedb.index import FTS, Bitmap, BTree, IvfFlat
 from lancedb.rerankers import Reranker
 
 from mediasearch.core.defaults import INDEX_REFRESH_S
@@ -430,6 +430,10 @@ class LanceDBIndex(VectorIndex):
             # Every API search pre-filters on kind; unindexed, that filter reads the whole column on
             # each query (~+5 ms at 100k rows); with a bitmap index it is a lookup.
             table.create_index("kind", config=Bitmap(), replace=False)
+        if "id_idx" not in indices and n >= ANN_MIN_ROWS:
+            # Reads by id (`id IN (...)`: a search's video documents, a sync's fingerprints) otherwise
+            # scan the id column: at 100k rows 28 ms for 10 ids, 7.7 ms with this index (bench_search_api).
+            table.create_index("id", config=BTree(), replace=False)
         behind = any(ix.num_unindexed_rows for ix in indices.values())
         fragments = int(table.stats()["fragment_stats"]["num_fragments"])
         if behind or fragments > MAX_FRAGMENTS:
