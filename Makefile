@@ -67,6 +67,7 @@ serve: setup
 bench: setup
 	$(BIN)/python bench/bench_transform.py
 	$(BIN)/python bench/bench_search_api.py
+	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_knn.py
 	$(BIN)/python bench/bench_onnx.py
 	$(BIN)/python bench/bench_cli.py
