@@ -579,3 +579,35 @@ def test_entry_point_refuses_pairs_outside_the_channel(tmp_path: Path) -> None:
     proc = run_entry_point(root, timeout=120)
     assert proc.returncode == 2
     assert failure(root).startswith("input error: pairs.jsonl line 2: img/gone.png is not in the channel")
+
+
+def test_the_stack_role_may_do_what_a_training_job_does() -> None:
+    """infra/template.yaml's SageMaker role: read and write under the launcher's prefix, list it, pull
+    the training image the launcher names, and write the jobs' log group."""
+    import yaml
+
+    from tests.test_infra import TEMPLATE, CfnLoader, statements
+
+    template = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+    by_sid = {st["Sid"]: st for st in statements(template)}
+    prefix = tr.ARTEFACT_PREFIX
+    assert by_sid["TrainingArtefacts"]["Resource"] == {"Fn::Sub": f"${{MediaBucket.Arn}}/{prefix}/*"}
+    assert set(by_sid["TrainingArtefacts"]["Action"]) == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    }
+    assert by_sid["ListTrainingPrefix"]["Condition"]["StringLike"]["s3:prefix"] == [f"{prefix}/*"]
+    repository = tr.training_image("us-east-1", gpu=False).split("/", 1)[1].split(":")[0]
+    assert by_sid["PullTrainingImage"]["Resource"]["Fn::Sub"].endswith(
+        f":763104351884:repository/{repository}"
+    )
+    assert by_sid["WriteTrainingLogs"]["Resource"]["Fn::Sub"].endswith(
+        "log-group:/aws/sagemaker/TrainingJobs:*"
+    )
+    rules = {
+        r["Id"]: r
+        for r in template["Resources"]["MediaBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    }
+    assert rules["expire-training-checkpoints"]["Prefix"] == f"{prefix}/checkpoints/"
+    assert rules["expire-training-job-manifests"]["Prefix"] == f"{prefix}/jobs/"

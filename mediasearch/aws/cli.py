@@ -590,7 +590,8 @@ def train_video_encoder(
     stack: TrainStackOpt = None,
     bucket: Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")] = None,
     prefix: Annotated[
-        str, typer.Option(help="key prefix in --bucket for the training artefacts")
+        str,
+        typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)"),
     ] = "training",
     role_arn: Annotated[
         str | None, typer.Option(help="SageMaker execution role (default: stack output)")
@@ -628,7 +629,8 @@ def train_clip(
     stack: TrainStackOpt = None,
     bucket: Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")] = None,
     prefix: Annotated[
-        str, typer.Option(help="key prefix in --bucket for the training artefacts")
+        str,
+        typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)"),
     ] = "training",
     role_arn: Annotated[
         str | None, typer.Option(help="SageMaker execution role (default: stack output)")

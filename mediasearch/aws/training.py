@@ -65,6 +65,9 @@ PYTORCH_TRAINING_TAG = {
     "cpu": "2.6.0-cpu-py312-ubuntu22.04-sagemaker",
     "gpu": "2.6.0-gpu-py312-cu126-ubuntu22.04-sagemaker",
 }
+# The bucket prefix of everything a job reads and writes (infra/template.yaml's role and lifecycle
+# rules name it; `--prefix` moves it, the role then needs the same change).
+ARTEFACT_PREFIX = "training"
 TRAINING_DIR = HANDLERS_DIR / "training"
 ENTRY_POINT = "train.py"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # what mediasearch.training.container reads
