@@ -611,3 +611,158 @@ def test_the_stack_role_may_do_what_a_training_job_does() -> None:
     }
     assert rules["expire-training-checkpoints"]["Prefix"] == f"{prefix}/checkpoints/"
     assert rules["expire-training-job-manifests"]["Prefix"] == f"{prefix}/jobs/"
+
+
+# ------------------------------------------------------------------------------ end to end, locally
+
+SERVE = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("inference", sys.argv[1] + "/code/inference.py")
+h = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(h)
+model = h.model_fn(sys.argv[1])
+data = h.input_fn(b'{"text": ["a red square"]}', "application/json")
+body, ctype = h.output_fn(h.predict_fn(data, model), "application/json")
+import mediasearch
+print(mediasearch.__file__)
+print(len(json.loads(body)["embeddings"][0]))
+"""
+
+
+def sagemaker_tarball(model_dir: Path, dest: Path) -> Path:
+    """What SageMaker uploads: /opt/ml/model's contents, paths relative to it, gzipped."""
+    with tarfile.open(dest, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(model_dir).as_posix())
+    return dest
+
+
+def serves(archive: Path, tmp_path: Path) -> tuple[str, int]:
+    """Unpack as SageMaker does and run code/inference.py's model_fn..output_fn in a fresh process."""
+    unpacked = tmp_path / "served"
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    env = {"MEDIASEARCH_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE, str(unpacked)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    origin, dim = proc.stdout.strip().splitlines()[-2:]
+    assert origin.startswith(str(unpacked / "code" / "mediasearch")), origin
+    return origin, int(dim)
+
+
+def test_the_model_folder_the_entry_point_writes_serves_once_tarred(
+    tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    """The step after training, on its own: weights copied as packaging keeps them, then `code/`.
+    SageMaker's tarball of that folder serves with its own code (what the transform and endpoint do)."""
+    from mediasearch.aws.packaging import build_model_archive, copy_weights, write_code
+
+    model_dir = tmp_path / "model"
+    copy_weights(tiny_clip_dir, model_dir)
+    write_code(model_dir)
+    archive = sagemaker_tarball(model_dir, tmp_path / "model.tar.gz")
+    assert serves(archive, tmp_path)[1] == 16
+    # The same members as `aws package` builds from those weights.
+    packaged = build_model_archive(tiny_clip_dir, tmp_path / "packaged.tar.gz")
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == sorted(packaged.members)
+
+
+def test_clip_job_in_the_container_layout_makes_a_servable_archive(
+    tmp_path: Path, tiny_clip_dir: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    pytest.importorskip("mediasearch.training.clip", reason="branch clip not merged yet")
+    root = opt_ml(
+        tmp_path,
+        {
+            **ClipTrainConfig(epochs=1, batch_size=2, holdout_fraction=0.25).to_hyperparameters(),
+            "mediasearch_job": "clip",
+            "mediasearch_pairs": "pairs.jsonl",
+            "mediasearch_pairs_prefix": "s3://b/data/",
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": '"s3://b/training/code/x/sourcedir.tar.gz"',
+        },
+    )
+    pairs = root / "input" / "data" / "pairs"
+    (pairs / "img").mkdir(parents=True)
+    lines = []
+    for i, (name, colour) in enumerate(sorted(COLOURS.items())):
+        (pairs / "img" / f"{name}.png").write_bytes(image_bytes(colour))
+        uri = f"img/{name}.png" if i % 2 else f"s3://b/data/img/{name}.png"
+        lines.append(json.dumps({"uri": uri, "text": f"a {name} square"}))
+    (pairs / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    # The base model as the `model` channel: a saved CLIP's files.
+    model_channel = root / "input" / "data" / "model"
+    model_channel.mkdir(parents=True)
+    for path in tiny_clip_dir.iterdir():
+        if path.is_file():
+            (model_channel / path.name).write_bytes(path.read_bytes())
+
+    proc = run_entry_point(root)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (root / "output" / "failure").exists()
+    model_dir = root / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "code" / "inference.py").is_file()
+    assert (root / "output" / "data" / "report.json").is_file()
+
+    archive = sagemaker_tarball(model_dir, tmp_path / "model.tar.gz")
+    _, dim = serves(archive, tmp_path)
+    assert dim == 16  # the tiny CLIP's projection
+
+    # Registered as the CLI does once the job completes: the identity recorded beside the archive.
+    from mediasearch.aws.batch import archive_identity, identity_uri, model_identity_of
+
+    key = "training/output/job/output/model.tar.gz"
+    client("s3", moto_endpoint).upload_file(str(archive), s3_bucket, key)
+    uri = f"s3://{s3_bucket}/{key}"
+    identity = model_identity_of(uri)
+    assert identity == archive_identity(archive)
+    assert read_json(moto_endpoint, identity_uri(uri)) == {"model_id": identity, "model_data": uri}
+
+
+def test_video_encoder_job_in_the_container_layout_makes_a_servable_archive(
+    tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    pytest.importorskip("mediasearch.training.video", reason="branch video not merged yet")
+    from mediasearch.corpus.videos import SceneSpec, VideoSpec, render_video
+
+    root = opt_ml(
+        tmp_path,
+        {
+            **VideoTrainConfig(
+                epochs=1, batch_size=2, segment_seconds=2.0, frames=2, fps=1.0, dim=8
+            ).to_hyperparameters(),
+            "mediasearch_job": "video-encoder",
+        },
+    )
+    videos = root / "input" / "data" / "videos"
+    (videos / "sub").mkdir(parents=True)
+    for i, key in enumerate(["a.mp4", "sub/b.mp4", "c.mp4"]):
+        scenes = (
+            SceneSpec(3.0, "white", "square", ["red", "green", "blue"][i]),
+            SceneSpec(3.0, "black", "circle", "yellow"),
+        )
+        data, _ = render_video(VideoSpec(key, 64, 48, 5.0, scenes), seed=i)
+        (videos / key).write_bytes(data)
+    (root / "input" / "data" / "model").mkdir(parents=True)
+    for path in tiny_clip_dir.iterdir():
+        if path.is_file():
+            (root / "input" / "data" / "model" / path.name).write_bytes(path.read_bytes())
+
+    proc = run_entry_point(root)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    model_dir = root / "model"
+    assert any((model_dir / "video_encoder").iterdir())
+    # The frozen frame tower at the root: the tiny CLIP the channel gave.
+    assert (model_dir / "config.json").read_bytes() == (tiny_clip_dir / "config.json").read_bytes()
+    archive = sagemaker_tarball(model_dir, tmp_path / "model.tar.gz")
+    _, dim = serves(archive, tmp_path)
+    assert dim == 16
