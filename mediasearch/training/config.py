@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def _types(annotation: Any) -> tuple[Any, ...]:
@@ -79,6 +79,24 @@ class VideoTrainConfig(TrainConfig):
         default=None, description="frozen frame tower (default: the configured CLIP)"
     )
     init_from: str | None = Field(default=None, description="fine-tune: start from this checkpoint")
+    aug_draws: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="augmented segment pairs per video whose frozen CLIP features are computed once and cached",
+    )
+    image_size: int = Field(default=224, ge=16, le=1024, description="side of the augmented frames")
+    hidden: int = Field(default=512, ge=8, description="width of the temporal model before the projector")
+    layers: int = Field(default=1, ge=0, le=12, description="transformer layers of the temporal model")
+
+    @model_validator(mode="after")
+    def _frames_fit_segment(self) -> VideoTrainConfig:
+        if self.frames / self.fps > self.segment_seconds + 1e-9:
+            raise ValueError(
+                f"{self.frames} frames at {self.fps} fps span {self.frames / self.fps:g} s, longer than "
+                f"segment_seconds={self.segment_seconds:g}"
+            )
+        return self
 
 
 class ClipTrainConfig(TrainConfig):
