@@ -458,6 +458,18 @@ def test_bad_pairs_are_refused_before_a_job(
     assert "missing.png does not exist" in result.stderr or fragment != "line 2: s3://"
 
 
+def test_hyperparameters_that_disagree_are_one_line(aws_env: str, s3_bucket: str) -> None:
+    put(aws_env, s3_bucket, "v/a.mp4", b"x")
+    before = job_count(aws_env)
+    result = runner.invoke(
+        app,
+        ["aws", "train", "video-encoder", f"s3://{s3_bucket}/v", "--bucket", s3_bucket, "--role-arn", ROLE,
+         "--hp", "frames=64"],
+    )  # fmt: skip
+    one_line_error(result, "--hp: Value error, 64 frames at 1.0 fps span 64 s, longer than segment_seconds=32")
+    assert job_count(aws_env) == before
+
+
 def test_where_things_are_mistakes(aws_env: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MEDIASEARCH_STACK", raising=False)
     before = job_count(aws_env)
@@ -728,21 +740,27 @@ def test_clip_job_in_the_container_layout_makes_a_servable_archive(
     assert read_json(moto_endpoint, identity_uri(uri)) == {"model_id": identity, "model_data": uri}
 
 
-def test_video_encoder_job_in_the_container_layout_makes_a_servable_archive(
+def test_video_encoder_job_in_the_container_layout_makes_a_servable_archive_and_resumes(
     tmp_path: Path, tiny_clip_dir: Path
 ) -> None:
-    pytest.importorskip("mediasearch.training.video", reason="branch video not merged yet")
     from mediasearch.corpus.videos import SceneSpec, VideoSpec, render_video
 
-    root = opt_ml(
-        tmp_path,
-        {
-            **VideoTrainConfig(
-                epochs=1, batch_size=2, segment_seconds=2.0, frames=2, fps=1.0, dim=8
-            ).to_hyperparameters(),
-            "mediasearch_job": "video-encoder",
-        },
-    )
+    def hyperparameters(epochs: int) -> dict[str, str]:
+        config = VideoTrainConfig(
+            epochs=epochs,
+            batch_size=2,
+            segment_seconds=2.0,
+            frames=2,
+            fps=1.0,
+            dim=8,
+            hidden=8,
+            layers=1,
+            aug_draws=1,
+            image_size=32,
+        )
+        return {**config.to_hyperparameters(), "mediasearch_job": "video-encoder"}
+
+    root = opt_ml(tmp_path, hyperparameters(1))
     videos = root / "input" / "data" / "videos"
     (videos / "sub").mkdir(parents=True)
     for i, key in enumerate(["a.mp4", "sub/b.mp4", "c.mp4"]):
@@ -752,17 +770,31 @@ def test_video_encoder_job_in_the_container_layout_makes_a_servable_archive(
         )
         data, _ = render_video(VideoSpec(key, 64, 48, 5.0, scenes), seed=i)
         (videos / key).write_bytes(data)
+    # The frame tower as the `model` channel, packed as a model.tar.gz (an earlier job's output, say).
+    from mediasearch.aws.packaging import build_model_archive
+
     (root / "input" / "data" / "model").mkdir(parents=True)
-    for path in tiny_clip_dir.iterdir():
-        if path.is_file():
-            (root / "input" / "data" / "model" / path.name).write_bytes(path.read_bytes())
+    build_model_archive(tiny_clip_dir, root / "input" / "data" / "model" / "model.tar.gz")
 
     proc = run_entry_point(root)
     assert proc.returncode == 0, proc.stderr[-4000:]
     model_dir = root / "model"
-    assert any((model_dir / "video_encoder").iterdir())
+    assert {p.name for p in (model_dir / "video_encoder").iterdir()} >= {"config.json", "weights.pt"}
     # The frozen frame tower at the root: the tiny CLIP the channel gave.
     assert (model_dir / "config.json").read_bytes() == (tiny_clip_dir / "config.json").read_bytes()
+    report = json.loads((root / "output" / "data" / "report.json").read_text())
+    assert report["videos"] == 3 and report["start_epoch"] == 0 and len(report["epoch_loss"]) == 1
+    assert (root / "output" / "data" / "loss.png").is_file()
+    # The run (checkpoint, feature cache) is in /opt/ml/checkpoints, which SageMaker keeps in S3.
+    assert (root / "checkpoints" / "video-encoder" / "checkpoint.pt").is_file()
     archive = sagemaker_tarball(model_dir, tmp_path / "model.tar.gz")
     _, dim = serves(archive, tmp_path)
     assert dim == 16
+
+    # A restarted job finds the checkpoint restored there and goes on from it.
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters(2)))
+    again = run_entry_point(root)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "resuming from" in again.stderr
+    report = json.loads((root / "output" / "data" / "report.json").read_text())
+    assert report["start_epoch"] == 1 and len(report["epoch_loss"]) == 2

@@ -99,7 +99,7 @@ names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_si
     seed=st.integers(-(2**31), 2**31),
     frames=st.integers(1, 512),
     fps=st.floats(min_value=1e-3, max_value=120, allow_nan=False),
-    segment=st.floats(min_value=1e-3, max_value=1e6, allow_nan=False),
+    extra_seconds=st.floats(min_value=0, max_value=1e6, allow_nan=False),
     clip_model=st.none() | names,
 )
 def test_video_config_round_trips(
@@ -109,7 +109,7 @@ def test_video_config_round_trips(
     seed: int,
     frames: int,
     fps: float,
-    segment: float,
+    extra_seconds: float,
     clip_model: str | None,
 ) -> None:
     config = VideoTrainConfig(
@@ -119,7 +119,7 @@ def test_video_config_round_trips(
         seed=seed,
         frames=frames,
         fps=fps,
-        segment_seconds=segment,
+        segment_seconds=frames / fps + extra_seconds,  # the frames must fit in a segment
         clip_model=clip_model,
     )
     wire = config.to_hyperparameters()

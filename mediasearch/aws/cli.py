@@ -502,7 +502,8 @@ def _train_config(job: str, items: list[str]) -> Any:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         known = ", ".join(model.model_fields)
-        raise usage_error(f"--hp {field}: {err['msg']} (the {job} hyperparameters: {known})") from None
+        where = f"--hp {field}" if field else "--hp"
+        raise usage_error(f"{where}: {err['msg']} (the {job} hyperparameters: {known})") from None
 
 
 def _run_training(job: str, data: str, opts: _TrainOptions, pairs_name: str | None = None) -> None:

@@ -236,7 +236,7 @@ def _report_json(report: Any) -> str:
 
 def train(job: str, layout: ContainerLayout, values: Mapping[str, str]) -> Any:
     """Run `job` in `layout` and leave the servable model in `layout.model_dir`; returns the report."""
-    from mediasearch.aws.packaging import copy_weights, write_code
+    from mediasearch.aws.packaging import write_code
 
     config = parse_config(job, values)
     layout.model_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,9 @@ def train(job: str, layout: ContainerLayout, values: Mapping[str, str]) -> Any:
     scratch = Path(tempfile.mkdtemp(prefix="mediasearch-train-"))
     try:
         model_channel = layout.channel(MODEL_CHANNEL, required=False)
-        base = saved_model(model_channel, scratch / "model") if model_channel else None
+        # Unpacked to a fixed place: the video run's checkpoint records the tower's path, and a resumed
+        # job must name the same one.
+        base = saved_model(model_channel, layout.root / "base-model") if model_channel else None
         if job == "clip":
             assert isinstance(config, ClipTrainConfig)
             channel = layout.channel(DATA_CHANNEL[job])
@@ -261,30 +263,55 @@ def train(job: str, layout: ContainerLayout, values: Mapping[str, str]) -> Any:
             )
         else:
             assert isinstance(config, VideoTrainConfig)
-            channel = layout.channel(DATA_CHANNEL[job])
-            assert channel is not None
-            if base is not None:
-                config = config.model_copy(update={"clip_model": str(base)})
-            from mediasearch.aws.packaging import stage_weights
-            from mediasearch.core.settings import get_settings
-            from mediasearch.training.video import train_video_encoder
-
-            report = train_video_encoder(
-                config,
-                str(channel),
-                layout.model_dir / VIDEO_ENCODER_SUBDIR,
-                **_checkpoint_kwargs(train_video_encoder, layout.checkpoint_dir),
-            )
-            # The frozen frame tower at the root: the archive's handler embeds frames with the very CLIP
-            # whose features the encoder was trained on.
-            frozen = stage_weights(config.clip_model or get_settings().clip_model, scratch / "clip")
-            copy_weights(frozen, layout.model_dir)
+            report = _train_video(config, layout, base, scratch)
         write_code(layout.model_dir)
         (layout.output_dir / "data").mkdir(parents=True, exist_ok=True)
         (layout.output_dir / "data" / "report.json").write_text(_report_json(report))
         return report
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_video(config: VideoTrainConfig, layout: ContainerLayout, base: Path | None, scratch: Path) -> Any:
+    """The run's directory (checkpoint.pt, the frame-feature cache) is in /opt/ml/checkpoints, which
+    SageMaker syncs to S3 and restores into a restarted job: a checkpoint found there is resumed, so
+    a spot interruption costs at most the epoch in progress and no frame is embedded twice."""
+    from mediasearch.aws.packaging import copy_weights, stage_weights
+    from mediasearch.core.settings import get_settings
+    from mediasearch.models.clip import ClipModel
+    from mediasearch.training import video
+
+    channel = layout.channel(DATA_CHANNEL["video-encoder"])
+    assert channel is not None
+    if base is not None:
+        config = config.model_copy(update={"clip_model": str(base)})
+    settings = get_settings()
+    clip = config.clip_model or settings.clip_model
+    run = layout.checkpoint_dir / "video-encoder"
+    resume = (run / video.CHECKPOINT).is_file()
+    if resume:
+        print(f"resuming from {run / video.CHECKPOINT}", file=sys.stderr)
+    try:
+        report = video.train_video_encoder(
+            config,
+            str(channel),
+            run,
+            resume=resume,
+            # The frame tower on the instance's device (the library's default tower is CPU-only).
+            tower=ClipModel(clip, device=settings.device),
+        )
+    except video.TrainingInputError as exc:
+        raise TrainingInputError(str(exc)) from None
+    shutil.copytree(run / video.ENCODER_DIR, layout.model_dir / VIDEO_ENCODER_SUBDIR, dirs_exist_ok=True)
+    data = layout.output_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name in (video.LOSS_PLOT, video.REPORT):
+        if (run / name).is_file():
+            shutil.copy2(run / name, data / name)
+    # The frozen frame tower at the root: the archive's handler embeds frames with the very CLIP whose
+    # features the encoder was trained on (the encoder records that CLIP's identity).
+    copy_weights(stage_weights(clip, scratch / "clip"), layout.model_dir)
+    return report
 
 
 def main(environ: Mapping[str, str], argv: list[str] | None = None) -> int:
