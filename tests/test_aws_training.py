@@ -466,7 +466,9 @@ def test_hyperparameters_that_disagree_are_one_line(aws_env: str, s3_bucket: str
         ["aws", "train", "video-encoder", f"s3://{s3_bucket}/v", "--bucket", s3_bucket, "--role-arn", ROLE,
          "--hp", "frames=64"],
     )  # fmt: skip
-    one_line_error(result, "--hp: Value error, 64 frames at 1.0 fps span 64 s, longer than segment_seconds=32")
+    one_line_error(
+        result, "--hp: Value error, 64 frames at 1.0 fps span 64 s, longer than segment_seconds=32"
+    )
     assert job_count(aws_env) == before
 
 
