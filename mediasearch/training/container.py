@@ -23,7 +23,9 @@ with the handler and this package), so the archive SageMaker makes of it is a mo
 
     clip            the fine-tuned CLIP at the root (what train_clip saves), `code/` = model_handlers/clip
     video-encoder   the frozen CLIP the encoder was trained over at the root (so the same handler embeds
-                    the frames it reads), the encoder in `video_encoder/`, `code/` = model_handlers/clip
+                    the frames it reads), the encoder in `video_encoder/`, `code/` = model_handlers/clip;
+                    the run itself (checkpoint.pt, feature cache) in /opt/ml/checkpoints/video-encoder,
+                    resumed when a restarted job finds it there
 
 Torch-free at import: the training functions are imported when a job runs.
 """
