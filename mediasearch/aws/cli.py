@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -441,3 +442,223 @@ def status(
         for j in launcher.recent_jobs(limit=jobs)
     ]
     _echo_json(report)
+
+
+# ---------------------------------------------------------------------------------- training jobs
+
+train_app = typer.Typer(
+    help="Train the project's encoders as SageMaker training jobs; the job's model.tar.gz serves as "
+    "`aws package`'s does (see docs/deploy.md, Training jobs).",
+    no_args_is_help=True,
+)
+aws_app.add_typer(train_app, name="train")
+
+HpOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--hp", help="NAME=VALUE hyperparameter of the job's config (mediasearch.training.config), repeatable"
+    ),
+]
+TrainStackOpt = Annotated[
+    str | None,
+    typer.Option("--stack", help="stack whose bucket and role to use (default: MEDIASEARCH_STACK)"),
+]
+
+
+@dataclass(frozen=True)
+class _TrainOptions:
+    stack: str | None
+    bucket: str | None
+    prefix: str
+    role_arn: str | None
+    image_uri: str | None
+    instance_type: str
+    volume_gb: int
+    max_runtime_s: int
+    spot: bool
+    max_wait_s: int | None
+    base_model_data: str | None
+    checkpoint_uri: str | None
+    wait: bool
+    poll_s: float
+    hp: list[str]
+
+
+def _train_config(job: str, items: list[str]) -> Any:
+    from pydantic import ValidationError
+
+    from mediasearch.training.container import JOBS
+
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise usage_error(f"--hp {item!r} is not NAME=VALUE")
+        values[key] = value
+    model = JOBS[job]
+    try:
+        return model.from_hyperparameters(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        known = ", ".join(model.model_fields)
+        where = f"--hp {field}" if field else "--hp"
+        raise usage_error(f"{where}: {err['msg']} (the {job} hyperparameters: {known})") from None
+
+
+def _run_training(job: str, data: str, opts: _TrainOptions, pairs_name: str | None = None) -> None:
+    import tempfile
+
+    from mediasearch.aws import training as tr
+    from mediasearch.aws.batch import model_identity_of
+    from mediasearch.core.storage import S3Store
+    from mediasearch.training.container import PAIRS_KEY, PREFIX_KEY
+
+    config = _train_config(job, opts.hp)
+    outputs = stack_outputs(opts.stack)
+    bucket = _need(opts.bucket, outputs, "BucketName", "--bucket")
+    role = _need(opts.role_arn, outputs, "SageMakerRoleArn", "--role-arn")
+    area = S3Store(bucket, opts.prefix)
+    name = tr.training_job_name(job)
+    gpu = sm.is_gpu_instance(opts.instance_type)
+    try:
+        if opts.spot and opts.max_wait_s is not None and opts.max_wait_s < opts.max_runtime_s:
+            raise tr.TrainingSetupError("--max-wait-s must be at least --max-runtime-s")
+        if opts.checkpoint_uri and not opts.checkpoint_uri.startswith("s3://"):
+            raise tr.TrainingSetupError(f"--checkpoint-uri {opts.checkpoint_uri!r}: give an s3:// URI")
+        # Checked first: the data channel writes its manifest.
+        base = tr.model_channel(opts.base_model_data) if opts.base_model_data else None
+        extra: dict[str, str] = {}
+        if job == "clip":
+            assert pairs_name is not None
+            folder = _s3_source(data)
+            channel, count = tr.pairs_channel(folder, pairs_name, area, name)
+            extra = {PAIRS_KEY: pairs_name, PREFIX_KEY: f"{folder.root_uri}/"}
+            _note(f"{count} pairs from {data}/{pairs_name}")
+        else:
+            channel, count = tr.videos_channel(_s3_source(data), get_settings().work_prefix, area, name)
+            _note(f"{count} videos under {data}")
+        channels = [channel, base] if base else [channel]
+        with tempfile.TemporaryDirectory(prefix="mediasearch-source-") as tmp:
+            source_uri = tr.upload_source(tr.source_archive(Path(tmp) / "sourcedir.tar.gz"), area)
+        values = tr.hyperparameters(job, config, source_uri, region(), extra)
+        output_uri = f"{area.root_uri}/output/"
+        request = tr.training_request(
+            name,
+            role,
+            opts.image_uri or tr.training_image(region(), gpu=gpu),
+            values,
+            channels,
+            output_uri,
+            opts.checkpoint_uri or f"{area.root_uri}/checkpoints/{name}/",
+            tr.TrainingSettings(
+                instance_type=opts.instance_type,
+                volume_gb=opts.volume_gb,
+                max_runtime_s=opts.max_runtime_s,
+                spot=opts.spot,
+                max_wait_s=opts.max_wait_s,
+            ),
+        )
+    except tr.TrainingSetupError as exc:
+        raise usage_error(str(exc)) from None
+    launcher = tr.TrainingLauncher(_client("sagemaker"))
+    launcher.start(request)
+    model_data = tr.artifact_uri(output_uri, name)
+    if not opts.wait:
+        _echo_json({"job": name, "status": "InProgress", "model_data": model_data})
+        return
+    try:
+        desc = launcher.wait(name, poll_s=opts.poll_s, notify=_note)
+    except sm.SageMakerError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    model_data = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts") or model_data
+    # Recorded beside the archive, as `aws package` does: `aws transform` plans against it.
+    identity = model_identity_of(model_data, _note)
+    _echo_json(
+        {"job": name, "status": desc["TrainingJobStatus"], "model_data": model_data, "model_id": identity}
+    )
+
+
+def _train_options(**kwargs: Any) -> _TrainOptions:
+    return _TrainOptions(**{**kwargs, "hp": kwargs.get("hp") or []})
+
+
+@train_app.command("video-encoder")
+def train_video_encoder(
+    source: Annotated[str, typer.Argument(help="s3://bucket/prefix holding the videos")],
+    hp: HpOpt = None,
+    stack: TrainStackOpt = None,
+    bucket: Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")] = None,
+    prefix: Annotated[
+        str,
+        typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)"),
+    ] = "training",
+    role_arn: Annotated[
+        str | None, typer.Option(help="SageMaker execution role (default: stack output)")
+    ] = None,
+    image_uri: Annotated[
+        str | None, typer.Option(help="training image (default: PyTorch 2.6 training DLC)")
+    ] = None,
+    instance_type: str = "ml.g5.xlarge",
+    volume_gb: Annotated[int, typer.Option(min=1, max=16384)] = 50,
+    max_runtime_s: Annotated[int, typer.Option(min=1)] = 24 * 3600,
+    spot: Annotated[bool, typer.Option(help="managed spot training (resumes from checkpoints)")] = False,
+    max_wait_s: Annotated[int | None, typer.Option(min=1, help="spot: wait + run time limit")] = None,
+    base_model_data: Annotated[
+        str | None, typer.Option(help="s3:// saved CLIP (folder or model.tar.gz) to take frame features with")
+    ] = None,
+    checkpoint_uri: Annotated[
+        str | None, typer.Option(help="s3:// checkpoints (an earlier job's: resume)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the job, showing its status")] = True,
+    poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
+) -> None:
+    """Train the self-supervised video encoder on every video under SOURCE (VideoTrainConfig via --hp);
+    prints the job and its model.tar.gz (frozen CLIP + video_encoder/ + code/)."""
+    opts = _train_options(**{k: v for k, v in locals().items() if k != "source"})
+    _run_training("video-encoder", source, opts)
+
+
+@train_app.command("clip")
+def train_clip(
+    pairs: Annotated[
+        str,
+        typer.Argument(help="s3://bucket/prefix/pairs.jsonl: {uri, text} lines, uri relative to its folder"),
+    ],
+    hp: HpOpt = None,
+    stack: TrainStackOpt = None,
+    bucket: Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")] = None,
+    prefix: Annotated[
+        str,
+        typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)"),
+    ] = "training",
+    role_arn: Annotated[
+        str | None, typer.Option(help="SageMaker execution role (default: stack output)")
+    ] = None,
+    image_uri: Annotated[
+        str | None, typer.Option(help="training image (default: PyTorch 2.6 training DLC)")
+    ] = None,
+    instance_type: str = "ml.g5.xlarge",
+    volume_gb: Annotated[int, typer.Option(min=1, max=16384)] = 50,
+    max_runtime_s: Annotated[int, typer.Option(min=1)] = 24 * 3600,
+    spot: Annotated[bool, typer.Option(help="managed spot training (resumes from checkpoints)")] = False,
+    max_wait_s: Annotated[int | None, typer.Option(min=1, help="spot: wait + run time limit")] = None,
+    base_model_data: Annotated[
+        str | None, typer.Option(help="s3:// saved CLIP (folder or model.tar.gz) to fine-tune")
+    ] = None,
+    checkpoint_uri: Annotated[
+        str | None, typer.Option(help="s3:// checkpoints (an earlier job's: resume)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the job, showing its status")] = True,
+    poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
+) -> None:
+    """Fine-tune CLIP contrastively on (image, text) pairs (ClipTrainConfig via --hp); prints the job
+    and its model.tar.gz, which `aws transform --model-data` and `aws deploy --endpoint-only` take."""
+    folder, sep, name = pairs.rstrip("/").rpartition("/")
+    if not sep or not name.endswith(".jsonl") or not folder.startswith("s3://"):
+        raise usage_error(f"give the pairs file as s3://bucket/prefix/NAME.jsonl, not {pairs!r}")
+    opts = _train_options(
+        **{k: v for k, v in locals().items() if k not in ("pairs", "folder", "sep", "name")}
+    )
+    _run_training("clip", folder, opts, pairs_name=name)

@@ -104,11 +104,8 @@ def _export_files(weights: Path, onnx: Path) -> list[tuple[Path, str]]:
     return [(p, f"{EXPORT_SUBDIR}/{p.name}") for p in sorted(onnx.iterdir()) if p.is_file()]
 
 
-def build_model_archive(
-    weights: Path, dest: Path, handler: Path | None = None, onnx: Path | None = None
-) -> ModelArchive:
-    """Write `dest` (model.tar.gz) from a saved-model directory, a handler directory and optionally the
-    weights' ONNX export folder."""
+def code_files(handler: Path | None = None) -> list[tuple[Path, str]]:
+    """(file, arcname) of the archive's `code/` part: the handler's two files and this package's source."""
     handler = handler or handler_dir("clip")
     entry = handler / "inference.py"
     requirements = handler / "requirements.txt"
@@ -117,16 +114,50 @@ def build_model_archive(
             raise PackagingError(
                 f"{needed} is missing: a handler directory needs inference.py and requirements.txt"
             )
+    return [(entry, "code/inference.py"), (requirements, "code/requirements.txt"), *_package_files()]
+
+
+def write_code(model_dir: Path, handler: Path | None = None) -> list[str]:
+    """Write the `code/` part of the archive into `model_dir` as files: what a SageMaker training job
+    must leave in /opt/ml/model so that the model.tar.gz SageMaker makes of it serves as ours does."""
+    written = []
+    for path, arcname in code_files(handler):
+        dest = model_dir / arcname
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+        written.append(arcname)
+    return written
+
+
+def copy_weights(weights: Path, model_dir: Path) -> list[str]:
+    """Copy the files of a saved model that an archive keeps (see `_weight_files`) into `model_dir`."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for path in _weight_files(weights):
+        (model_dir / path.name).write_bytes(path.read_bytes())
+        names.append(path.name)
+    return names
+
+
+def build_model_archive(
+    weights: Path, dest: Path, handler: Path | None = None, onnx: Path | None = None
+) -> ModelArchive:
+    """Write `dest` (model.tar.gz) from a saved-model directory, a handler directory and optionally the
+    weights' ONNX export folder."""
+    code_files(handler)  # a handler that cannot serve fails before the weights are read
     if not weights.is_dir():
         raise PackagingError(f"{weights} is not a directory of model weights")
 
     files: list[tuple[Path, str]] = [(p, p.name) for p in _weight_files(weights)]
     if onnx is not None:
         files += _export_files(weights, onnx)
-    files += [(entry, "code/inference.py"), (requirements, "code/requirements.txt")]
-    files += list(_package_files())
-    files.sort(key=lambda f: f[1])
+    files += code_files(handler)
+    return write_archive(files, dest)
 
+
+def write_archive(files: list[tuple[Path, str]], dest: Path) -> ModelArchive:
+    """A reproducible tar.gz of (file, arcname) pairs (sorted entries, zeroed times and owners)."""
+    files = sorted(files, key=lambda f: f[1])
     dest.parent.mkdir(parents=True, exist_ok=True)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:

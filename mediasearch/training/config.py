@@ -8,9 +8,26 @@ job's `HyperParameters` (which SageMaker hands to the container as strings in
 from __future__ import annotations
 
 import json
-from typing import Any, Self
+from typing import Any, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _types(annotation: Any) -> tuple[Any, ...]:
+    return get_args(annotation) or (annotation,)
+
+
+def _plain(value: Any) -> str:
+    """A value as a hyperparameter string. A string stays as it is unless it reads as JSON ("12",
+    "true", "null"): the reader (ours, and the training toolkit's `read_hyperparameters`) tries JSON
+    first, so such a string is quoted to come back a string."""
+    if not isinstance(value, str):
+        return json.dumps(value)
+    try:
+        json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    return json.dumps(value)
 
 
 class TrainConfig(BaseModel):
@@ -29,8 +46,7 @@ class TrainConfig(BaseModel):
     def to_hyperparameters(self) -> dict[str, str]:
         """SageMaker's HyperParameters: a flat map of strings (JSON for anything not a plain scalar)."""
         return {
-            name: value if isinstance(value, str) else json.dumps(value)
-            for name, value in self.model_dump(mode="json", exclude_none=True).items()
+            name: _plain(value) for name, value in self.model_dump(mode="json", exclude_none=True).items()
         }
 
     @classmethod
@@ -40,9 +56,12 @@ class TrainConfig(BaseModel):
         for name, value in values.items():
             if isinstance(value, str) and name in cls.model_fields:
                 try:
-                    parsed[name] = json.loads(value)
+                    decoded = json.loads(value)
                 except json.JSONDecodeError:
-                    parsed[name] = value  # a plain string (a model id, a path)
+                    decoded = value  # a plain string (a model id, a path)
+                # A text field keeps text: "123" stays "123" when the toolkit already decoded '"123"'.
+                text = str in _types(cls.model_fields[name].annotation)
+                parsed[name] = value if text and not isinstance(decoded, str) else decoded
             else:
                 parsed[name] = value
         return cls.model_validate(parsed)
@@ -60,6 +79,24 @@ class VideoTrainConfig(TrainConfig):
         default=None, description="frozen frame tower (default: the configured CLIP)"
     )
     init_from: str | None = Field(default=None, description="fine-tune: start from this checkpoint")
+    aug_draws: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="augmented segment pairs per video whose frozen CLIP features are computed once and cached",
+    )
+    image_size: int = Field(default=224, ge=16, le=1024, description="side of the augmented frames")
+    hidden: int = Field(default=512, ge=8, description="width of the temporal model before the projector")
+    layers: int = Field(default=1, ge=0, le=12, description="transformer layers of the temporal model")
+
+    @model_validator(mode="after")
+    def _frames_fit_segment(self) -> VideoTrainConfig:
+        if self.frames / self.fps > self.segment_seconds + 1e-9:
+            raise ValueError(
+                f"{self.frames} frames at {self.fps} fps span {self.frames / self.fps:g} s, longer than "
+                f"segment_seconds={self.segment_seconds:g}"
+            )
+        return self
 
 
 class ClipTrainConfig(TrainConfig):
