@@ -502,6 +502,57 @@ def similar(
     )
 
 
+@app.command()
+def duplicates(
+    threshold: Annotated[
+        float, typer.Option(help="the lowest cosine similarity of a duplicate pair (0 to 1)")
+    ] = 0.95,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="image; video (whole-video vectors); scene (overlapping scenes of different videos)"
+        ),
+    ] = "image",
+    limit: Annotated[int, typer.Option(help="the most clusters shown (1 to 1000)")] = 100,
+    neighbours: Annotated[int, typer.Option(help="nearest neighbours asked per document (1 to 100)")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print the clusters as JSON")] = False,
+) -> None:
+    """Near-duplicate clusters: each document's nearest neighbours at or above --threshold are linked,
+    and linked documents form a cluster (one k-NN query per document; loads no model)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from mediasearch.core.records import DocKind
+    from mediasearch.query.duplicates import DuplicatesError, check_parameters
+
+    try:
+        doc_kind = DocKind(kind)
+    except ValueError:
+        raise error(f"--kind: must be image, video or scene, not {kind!r}") from None
+    try:
+        check_parameters(threshold, neighbours, limit)
+    except DuplicatesError as exc:
+        raise error(f"--{exc}") from None
+    settings = _settings()
+    require_index(settings)
+    service = _service(settings)
+    service.health()
+    with tqdm(desc=f"duplicates ({doc_kind.value})", unit="doc", file=sys.stderr, disable=None) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        response = service.duplicates(doc_kind, threshold, neighbours, limit, progress=progress)
+    if as_json:
+        typer.echo(response.model_dump_json(indent=2))
+        return
+    from mediasearch.query.duplicates import cluster_table
+
+    typer.echo(cluster_table(response))
+
+
 def print_results(response: SearchResponse) -> None:
     if not response.results:
         typer.echo("no results")

@@ -327,6 +327,50 @@ class ItemResponse(MediaView):
     t_end: float | None = None
 
 
+class DuplicateMember(MediaView):
+    """One document of a near-duplicate cluster, with its similarity to the cluster's representative."""
+
+    kind: DocKind
+    score: float = Field(description="cosine similarity to the representative (1 for the representative)")
+    scene: int | None = None
+    t_start: float | None = Field(default=None, description="a scene's start in its video, seconds")
+    t_end: float | None = None
+
+
+class DuplicatePair(BaseModel):
+    """Two members the self-join found within the threshold of each other."""
+
+    a: str
+    b: str
+    score: float = Field(description="cosine similarity of the two")
+
+
+class DuplicateCluster(BaseModel):
+    """Documents linked, directly or through each other, by pairs at or above the threshold."""
+
+    representative: str = Field(description="the member most similar to the others (the first member)")
+    kind: DocKind
+    size: int
+    max_score: float = Field(description="the highest similarity of a pair in the cluster")
+    min_score: float = Field(description="the lowest similarity of a pair the self-join linked")
+    members: list[DuplicateMember]
+    pairs: list[DuplicatePair]
+
+
+class DuplicatesResponse(BaseModel):
+    """`GET /duplicates`: near-duplicate clusters, biggest and closest first."""
+
+    kind: DocKind
+    threshold: float
+    neighbours: int = Field(description="nearest neighbours asked of the index per document")
+    documents: int = Field(description="documents of this kind that were compared")
+    knn_calls: int = Field(description="k-NN queries the self-join made (one per document)")
+    clusters: list[DuplicateCluster]
+    truncated: bool = Field(default=False, description="more clusters were found than `limit`")
+    took_ms: float
+    generation: str | None = None
+
+
 class ErrorResponse(BaseModel):
     error: str
     detail: Any = None
