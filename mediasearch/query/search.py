@@ -155,6 +155,10 @@ def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFil
         uri_prefix=filters.uri_prefix,
         min_width=filters.min_width,
         min_height=filters.min_height,
+        taken_after=filters.taken_after,
+        taken_before=filters.taken_before,
+        camera=filters.camera,
+        bbox=(filters.bbox[0], filters.bbox[1], filters.bbox[2], filters.bbox[3]) if filters.bbox else None,
     )
 
 
