@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class CountingIndex:
     def __init__(self, inner: VectorIndex) -> None:
         self.inner = inner
         self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()  # the self-join queries from several threads
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
@@ -92,7 +94,8 @@ class CountingIndex:
             return attr
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] = self.calls.get(name, 0) + 1
+            with self.lock:
+                self.calls[name] = self.calls.get(name, 0) + 1
             return attr(*args, **kwargs)
 
         return counted

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,10 @@ from mediasearch.core.records import (
     DuplicateMember,
     DuplicatePair,
     DuplicatesResponse,
+    IndexDocument,
     MediaView,
 )
-from mediasearch.index.base import IndexFilter, VectorIndex
+from mediasearch.index.base import Hit, IndexFilter, VectorIndex
 
 DEFAULT_THRESHOLD = 0.95
 DEFAULT_NEIGHBOURS = 10
@@ -41,6 +43,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Vectors are read this many documents at a time, so memory holds one batch, not the collection.
 VECTOR_BATCH = 256
+DEFAULT_WORKERS = 4
 
 Progress = Callable[[int, int], None]  # (documents done, documents in all)
 
@@ -114,30 +117,37 @@ def self_join(
     threshold: float,
     neighbours: int = DEFAULT_NEIGHBOURS,
     progress: Progress | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> SelfJoin:
     """Every pair of `kind` documents whose cosine similarity is >= `threshold`, among each
     document's `neighbours` nearest (one k-NN query per document)."""
     ids = sorted(d.id for d in index.scan(IndexFilter(kinds=(kind,)), fields=["video_id"]))
     join = SelfJoin(documents=len(ids))
     of_kind = IndexFilter(kinds=(kind,))
+
+    def neighbours_of(doc: IndexDocument) -> tuple[str, list[Hit]]:
+        flt = of_kind
+        if kind is DocKind.SCENE and doc.video_id is not None:
+            flt = IndexFilter(kinds=(kind,), exclude_video_id=doc.video_id)
+        # One more than asked: the document itself is usually its own nearest neighbour.
+        return doc.id, index.knn(doc.clip_vector, neighbours + 1, flt)
+
     done = 0
-    for batch in _batches(ids, VECTOR_BATCH):
-        for doc in index.get_many_with_vectors(batch):
-            flt = of_kind
-            if kind is DocKind.SCENE and doc.video_id is not None:
-                flt = IndexFilter(kinds=(kind,), exclude_video_id=doc.video_id)
-            # One more than asked: the document itself is usually its own nearest neighbour.
-            hits = index.knn(doc.clip_vector, neighbours + 1, flt)
-            join.knn_calls += 1
-            for hit in hits:
-                other = hit.document.id
-                if other == doc.id or hit.score < threshold:
-                    continue
-                key = (doc.id, other) if doc.id < other else (other, doc.id)
-                join.pairs[key] = max(join.pairs.get(key, -1.0), float(hit.score))
-        done += len(batch)
-        if progress is not None:
-            progress(done, len(ids))
+    # Queries of a batch run on a few threads: LanceDB searches outside the GIL and OpenSearch
+    # answers over the network, so a single caller would leave both waiting.
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="duplicates") as pool:
+        for batch in _batches(ids, VECTOR_BATCH):
+            for doc_id, hits in pool.map(neighbours_of, index.get_many_with_vectors(batch)):
+                join.knn_calls += 1
+                for hit in hits:
+                    other = hit.document.id
+                    if other == doc_id or hit.score < threshold:
+                        continue
+                    key = (doc_id, other) if doc_id < other else (other, doc_id)
+                    join.pairs[key] = max(join.pairs.get(key, -1.0), float(hit.score))
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(ids))
     return join
 
 
