@@ -274,3 +274,41 @@ def test_api_duplicates_and_its_422s(lancedb_env: dict[str, str]) -> None:
             assert bad.status_code == 422, (params, bad.text)
             field = next(iter(params))
             assert bad.json()["detail"][0]["field"] == f"query.{field}"
+
+
+# ------------------------------------------------------------ a real corpus, the tiny random CLIP
+
+
+def test_a_trimmed_copy_overlaps_its_source_by_scenes(tmp_path: Path, clip_model: Any) -> None:
+    from mediasearch.core.records import stable_id
+    from mediasearch.core.storage import LocalStore
+    from mediasearch.corpus.videos import default_specs, trim, write_corpus
+    from mediasearch.indexing.handler import ClipHandler
+    from mediasearch.indexing.pipeline import ingest
+    from mediasearch.indexing.video import VideoOptions
+
+    store = LocalStore(tmp_path / "media")
+    specs = [s for s in default_specs("videos") if s.key.endswith(("cuts_a.mp4", "cuts_d.mkv"))]
+    write_corpus(store, "videos", specs=specs, duplicates=[])
+    # cuts_a's scenes are 1.5, 2, 1 and 1.5 s long: from 1.5 s on is its last three scenes.
+    store.put("videos/dups/cuts_a_trimmed.mp4", trim(store.get("videos/cuts_a.mp4"), "t.mp4", 1.5))
+    index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
+    report = ingest(
+        store, index, ClipHandler(clip_model), video_options=VideoOptions(max_scene_s=3.0), progress=False
+    )
+    assert not report.failures, report.failures
+    source, copy = (stable_id(store.uri(k)) for k in ("videos/cuts_a.mp4", "videos/dups/cuts_a_trimmed.mp4"))
+
+    found = find_duplicates(index, DocKind.SCENE, threshold=0.99)
+    linking = [c for c in found.clusters if {source, copy} <= {m.video_id for m in c.members}]
+    assert linking, [[(m.video_id, m.t_start) for m in c.members] for c in found.clusters]
+    # The source scenes the copy matches lie in the part it kept; the dropped first one (0-1.5 s)
+    # has nothing to match.
+    matched = [m for c in linking for m in c.members if m.video_id == source]
+    assert matched and all(m.t_end is not None and m.t_end > 1.5 for m in matched)
+    assert 0.0 not in {m.t_start for m in matched}
+
+
+def test_cli_help() -> None:
+    result = CliRunner().invoke(app, ["duplicates", "--help"])
+    assert result.exit_code == 0 and "--threshold" in result.output and "--kind" in result.output

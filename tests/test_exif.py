@@ -357,3 +357,26 @@ def test_cli_search_filters(ingested: Any, tiny_clip_dir: Path, tmp_path: Path) 
         assert len(result.output.strip().splitlines()) == 1 and result.output.startswith(message), (
             result.output
         )
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"taken_after": "9999-12-31T23:59:59-14:00"},  # past the last instant a datetime holds
+        {"taken_before": "0001-01-01T00:00:00+14:00"},
+        {"taken_after": "1500-01-01"},  # outside what the backends compare
+        {"taken_before": "2262-05-01"},
+    ],
+)
+def test_times_out_of_range_are_refused_not_failed(filters: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match=r"out of range|from the years 1700 to 2199"):
+        SearchFilters(**filters)
+
+
+def test_extreme_but_valid_bounds_run_on_every_backend(photos: VectorIndex) -> None:
+    assert found(photos, taken_after="1700-01-01", taken_before="2199-12-31T23:59:59") == {
+        "paris",
+        "sydney",
+        "fiji",
+        "samoa",
+    }

@@ -53,7 +53,14 @@ Vector = Annotated[
 def _as_utc(value: datetime) -> datetime:
     # A time without a zone is taken as UTC (EXIF without an offset: the camera's wall clock), so
     # every stored and compared time is aware and the backends agree on the instant.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is past the last instant Python can hold
+        raise ValueError("the time is out of range") from None
+
+
+# Bounds a time filter may take: DataFusion compares timestamps as 64-bit nanoseconds (1677-2262).
+FILTER_YEARS = (1700, 2200)
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
@@ -228,6 +235,13 @@ class SearchFilters(BaseModel):
             raise ValueError("longitudes must be in [-180, 180]")
         if min_lat > max_lat:
             raise ValueError(f"min_lat {min_lat} is above max_lat {max_lat}")
+        return value
+
+    @field_validator("taken_after", "taken_before")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not FILTER_YEARS[0] <= value.year < FILTER_YEARS[1]:
+            raise ValueError(f"must be a time from the years {FILTER_YEARS[0]} to {FILTER_YEARS[1] - 1}")
         return value
 
     @model_validator(mode="after")

@@ -184,7 +184,7 @@ def sql_timestamp(when: datetime) -> str:
     """A SQL timestamp literal of an instant, in UTC (the column's zone; DataFusion reads a literal
     without a zone as UTC)."""
     utc = when.astimezone(UTC) if when.tzinfo is not None else when
-    return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+    return f"TIMESTAMP '{utc.replace(tzinfo=None).isoformat(sep=' ', timespec='microseconds')}'"
 
 
 def photo_predicates(filter: IndexFilter) -> list[str]:

@@ -479,7 +479,7 @@ function memberCard(member, representative) {
   button.addEventListener("click", () => openPlayer(asResult, member.t_start || 0));
   figure.append(button);
   const span = member.t_start != null ? ` · ${formatTime(member.t_start)}–${formatTime(member.t_end)}` : "";
-  const score = representative ? "kept" : member.score.toFixed(3);
+  const score = representative ? "representative" : member.score.toFixed(3);
   figure.append(el("figcaption", {}, el("span", { class: "score" }, score), ` ${displayName(member)}${span}`));
   return figure;
 }
