@@ -423,6 +423,24 @@ def search(
         Aggregation, typer.Option(help="how a video's score is made from its matching scenes' scores")
     ] = Aggregation.MAX,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole response as JSON")] = False,
+    taken_after: Annotated[
+        str | None,
+        typer.Option(
+            help="only photos taken at or after this time (EXIF), e.g. 2024-05-01 or 2024-05-01T12:00:00+02:00"
+        ),
+    ] = None,
+    taken_before: Annotated[
+        str | None, typer.Option(help="only photos taken before this time (EXIF)")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="only photos from this camera (EXIF make and model, exactly as shown)")
+    ] = None,
+    bbox: Annotated[
+        str | None,
+        typer.Option(
+            help="only photos taken inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (decimal degrees, EXIF GPS)"
+        ),
+    ] = None,
 ) -> None:
     """Search the index from the command line (no server needed): a text query, --image or --video.
 
@@ -446,6 +464,15 @@ def search(
         raise error(f"no such file: {image}" if not image.exists() else f"{image} is a folder, not an image")
     settings = _settings()
     payload: dict[str, object] = {"k": k, "mode": mode, "aggregation": aggregation}
+    photo_filters = {"taken_after": taken_after, "taken_before": taken_before, "camera": camera}
+    filters: dict[str, object] = {name: value for name, value in photo_filters.items() if value is not None}
+    if bbox is not None:
+        try:
+            filters["bbox"] = [float(part) for part in bbox.split(",")]
+        except ValueError:
+            raise error(f"--bbox: give four numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, not {bbox!r}") from None
+    if filters:
+        payload["filters"] = filters
     if kind:
         payload["kinds"] = kind
     if image is not None:
@@ -459,6 +486,10 @@ def search(
         request = SearchRequest.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["loc"] and first["loc"][0] == "filters":
+            # The photo filters: a field's own error, or the two times' order (the whole filters).
+            option = str(first["loc"][1]).replace("_", "-") if len(first["loc"]) > 1 else "taken-after"
+            raise error(f"--{option}: {first['msg'].removeprefix('Value error, ')}") from None
         name = {"text": "TEXT", "image": "--image", "video_id": "--video", "kinds": "--kind"}.get(
             str(first["loc"][0]) if first["loc"] else "", f"--{first['loc'][0]}" if first["loc"] else "query"
         )
@@ -505,6 +536,57 @@ def similar(
         aggregation=Aggregation.MAX,
         as_json=False,
     )
+
+
+@app.command()
+def duplicates(
+    threshold: Annotated[
+        float, typer.Option(help="the lowest cosine similarity of a duplicate pair (0 to 1)")
+    ] = 0.95,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="image; video (whole-video vectors); scene (overlapping scenes of different videos)"
+        ),
+    ] = "image",
+    limit: Annotated[int, typer.Option(help="the most clusters shown (1 to 1000)")] = 100,
+    neighbours: Annotated[int, typer.Option(help="nearest neighbours asked per document (1 to 100)")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print the clusters as JSON")] = False,
+) -> None:
+    """Near-duplicate clusters: each document's nearest neighbours at or above --threshold are linked,
+    and linked documents form a cluster (one k-NN query per document; loads no model)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from mediasearch.core.records import DocKind
+    from mediasearch.query.duplicates import DuplicatesError, check_parameters
+
+    try:
+        doc_kind = DocKind(kind)
+    except ValueError:
+        raise error(f"--kind: must be image, video or scene, not {kind!r}") from None
+    try:
+        check_parameters(threshold, neighbours, limit)
+    except DuplicatesError as exc:
+        raise error(f"--{exc}") from None
+    settings = _settings()
+    require_index(settings)
+    service = _service(settings)
+    service.health()
+    with tqdm(desc=f"duplicates ({doc_kind.value})", unit="doc", file=sys.stderr, disable=None) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        response = service.duplicates(doc_kind, threshold, neighbours, limit, progress=progress)
+    if as_json:
+        typer.echo(response.model_dump_json(indent=2))
+        return
+    from mediasearch.query.duplicates import cluster_table
+
+    typer.echo(cluster_table(response))
 
 
 def print_results(response: SearchResponse) -> None:

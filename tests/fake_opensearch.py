@@ -30,6 +30,7 @@ import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -111,7 +112,7 @@ FAISS_IVF_PARAMETERS = frozenset({"nlist", "nprobes", "encoder"})
 LUCENE_SPACES = frozenset({"l2", "cosinesimil", "innerproduct", "hamming"})
 LUCENE_HNSW_PARAMETERS = frozenset({"m", "ef_construction", "encoder"})
 # Field types the fake stores besides knn_vector, and the mapping parameters it understands for them.
-PLAIN_TYPES = frozenset({"keyword", "text", "integer", "long", "float", "double", "boolean"})
+PLAIN_TYPES = frozenset({"keyword", "text", "integer", "long", "float", "double", "boolean", "date"})
 PLAIN_PARAMETERS = frozenset({"type", "index", "analyzer", "search_analyzer", "doc_values", "store"})
 
 
@@ -621,7 +622,28 @@ _ACCEPTS = {
     "float": _is_number,
     "double": _is_number,
     "boolean": lambda v: isinstance(v, bool),
+    "date": lambda v: _date_millis(v) is not None,
 }
+
+
+def _date_millis(value: Any) -> int | None:
+    """A `date` value as epoch milliseconds, by the default format
+    `strict_date_time_no_millis||strict_date_optional_time||epoch_millis` (OpenSearch docs,
+    field-types/supported-field-types/date, "format"): an ISO 8601 date with an optional time and
+    zone (no zone is UTC), or a number of milliseconds; None when it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?", value
+    ):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return round(when.timestamp() * 1000)
 
 
 def _source_error(
@@ -978,6 +1000,14 @@ class MemoryCluster:
             }
         if kind == "range":
             ((name, bounds),) = body.items()
+            if index.kind(name) == "date":
+                # CORE DateFieldMapper: a date range compares epoch milliseconds, bounds parsed with
+                # the field's format.
+                millis = {op: _date_millis(b) for op, b in bounds.items()}
+                if any(m is None for op, m in millis.items() if op in {"gte", "gt", "lte", "lt"}):
+                    raise Refused("parse_exception", f"failed to parse date field in range on [{name}]")
+                bounds = millis
+                docs = {d: {name: [_date_millis(v) for v in _values(s, name)]} for d, s in docs.items()}
             tests = {
                 "gte": lambda v, b: v >= b,
                 "gt": lambda v, b: v > b,
@@ -1017,11 +1047,15 @@ class MemoryCluster:
         should = clauses("should")
         if should:
             matches = [self._evaluate(index, clause) for clause in should]
-            required = not (clauses("must") or clauses("filter"))
+            # CORE BoolQueryBuilder: minimum_should_match (an integer here) when given; otherwise one
+            # should clause must match only where there is no must or filter clause.
+            at_least = body.get("minimum_should_match")
+            if not isinstance(at_least, int):
+                at_least = 0 if (clauses("must") or clauses("filter")) else 1
             candidates = {
                 d: score + sum(m.get(d, 0.0) for m in matches)
                 for d, score in candidates.items()
-                if not required or any(d in m for m in matches)
+                if sum(d in m for m in matches) >= at_least
             }
         return candidates
 

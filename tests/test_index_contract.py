@@ -13,6 +13,7 @@ import types
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -275,6 +276,9 @@ def _value(name: str, info: FieldInfo, spec: IndexSpec, seed: int) -> Any:
             return 100_000 * (seed + 1) + 7 * n + 1
         if kind is float:
             return 1000.25 * (seed + 1) + n + 0.125  # exact in binary, so equality is fair
+        if kind is datetime:
+            # Milliseconds: what an OpenSearch date keeps; aware, as the record stores times.
+            return datetime(2020 + seed, 1 + n, 2, 3, 4, 5, 678_000, tzinfo=UTC)
         raise TypeError(f"teach this test a value for field {name!r} of type {kind!r}")
 
     if get_origin(annotation) is list:

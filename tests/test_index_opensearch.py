@@ -71,6 +71,10 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
             "fingerprint": {"type": "keyword"},
             "content_hash": {"type": "keyword"},
             "model": {"type": "keyword"},
+            "taken_at": {"type": "date"},
+            "camera": {"type": "keyword"},
+            "gps_lat": {"type": "float"},
+            "gps_lon": {"type": "float"},
             "clip_vector": {
                 "type": "knn_vector",
                 "dimension": 4,

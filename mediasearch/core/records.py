@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -46,6 +48,22 @@ Vector = Annotated[
     PlainSerializer(lambda v: v.tolist(), return_type=list[float]),
     WithJsonSchema({"type": "array", "items": {"type": "number"}}),
 ]
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A time without a zone is taken as UTC (EXIF without an offset: the camera's wall clock), so
+    # every stored and compared time is aware and the backends agree on the instant.
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is past the last instant Python can hold
+        raise ValueError("the time is out of range") from None
+
+
+# Bounds a time filter may take: DataFusion compares timestamps as 64-bit nanoseconds (1677-2262).
+FILTER_YEARS = (1700, 2200)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class MediaKind(StrEnum):
@@ -100,6 +118,11 @@ class TransformResult(ManifestRecord):
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    # What the image's EXIF says (mediasearch.core.exif); None where it says nothing readable.
+    taken_at: UtcDatetime | None = None
+    camera: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
 
     @model_validator(mode="after")
     def _has_outcome(self) -> TransformResult:
@@ -155,6 +178,11 @@ class DocumentFields(BaseModel):
     # by it and keeps its embedding (mediasearch.indexing.sync).
     content_hash: str | None = None
     model: str | None = None
+    # A photo's EXIF (images only): when, with which camera (make and model), where (decimal degrees).
+    taken_at: UtcDatetime | None = None
+    camera: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
 
 
 class IndexDocument(DocumentFields):
@@ -177,6 +205,50 @@ class SearchFilters(BaseModel):
     # Bounded by what the index stores (a 32-bit integer): a larger literal would fail in the backend.
     min_width: int | None = Field(default=None, ge=0, le=2**31 - 1)
     min_height: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    taken_after: UtcDatetime | None = Field(
+        default=None, description="only photos taken at or after this time (EXIF; no zone means UTC)"
+    )
+    taken_before: UtcDatetime | None = Field(default=None, description="only photos taken before this time")
+    camera: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="only photos from this camera (EXIF make and model, exact)",
+    )
+    bbox: list[float] | None = Field(
+        default=None,
+        min_length=4,
+        max_length=4,
+        description="only photos taken inside [min_lat, min_lon, max_lat, max_lon] (decimal degrees; "
+        "min_lon > max_lon crosses the antimeridian)",
+    )
+
+    @field_validator("bbox")
+    @classmethod
+    def _valid_bbox(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return value
+        min_lat, min_lon, max_lat, max_lon = value
+        if not all(-90 <= v <= 90 for v in (min_lat, max_lat)):
+            raise ValueError("latitudes must be in [-90, 90]")
+        if not all(-180 <= v <= 180 for v in (min_lon, max_lon)):
+            raise ValueError("longitudes must be in [-180, 180]")
+        if min_lat > max_lat:
+            raise ValueError(f"min_lat {min_lat} is above max_lat {max_lat}")
+        return value
+
+    @field_validator("taken_after", "taken_before")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not FILTER_YEARS[0] <= value.year < FILTER_YEARS[1]:
+            raise ValueError(f"must be a time from the years {FILTER_YEARS[0]} to {FILTER_YEARS[1] - 1}")
+        return value
+
+    @model_validator(mode="after")
+    def _time_range(self) -> SearchFilters:
+        if self.taken_after and self.taken_before and self.taken_after >= self.taken_before:
+            raise ValueError("taken_after must be before taken_before")
+        return self
 
 
 class HybridWeightsModel(BaseModel):
@@ -298,6 +370,10 @@ class MediaView(BaseModel):
     height: int | None = None
     duration: float | None = None
     scene_count: int | None = None
+    taken_at: datetime | None = Field(default=None, description="when the photo was taken (EXIF), UTC")
+    camera: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
 
 
 class SearchResult(MediaView):
@@ -325,6 +401,50 @@ class ItemResponse(MediaView):
     scene: int | None = None
     t_start: float | None = None
     t_end: float | None = None
+
+
+class DuplicateMember(MediaView):
+    """One document of a near-duplicate cluster, with its similarity to the cluster's representative."""
+
+    kind: DocKind
+    score: float = Field(description="cosine similarity to the representative (1 for the representative)")
+    scene: int | None = None
+    t_start: float | None = Field(default=None, description="a scene's start in its video, seconds")
+    t_end: float | None = None
+
+
+class DuplicatePair(BaseModel):
+    """Two members the self-join found within the threshold of each other."""
+
+    a: str
+    b: str
+    score: float = Field(description="cosine similarity of the two")
+
+
+class DuplicateCluster(BaseModel):
+    """Documents linked, directly or through each other, by pairs at or above the threshold."""
+
+    representative: str = Field(description="the member most similar to the others (the first member)")
+    kind: DocKind
+    size: int
+    max_score: float = Field(description="the highest similarity of a pair in the cluster")
+    min_score: float = Field(description="the lowest similarity of a pair the self-join linked")
+    members: list[DuplicateMember]
+    pairs: list[DuplicatePair]
+
+
+class DuplicatesResponse(BaseModel):
+    """`GET /duplicates`: near-duplicate clusters, biggest and closest first."""
+
+    kind: DocKind
+    threshold: float
+    neighbours: int = Field(description="nearest neighbours asked of the index per document")
+    documents: int = Field(description="documents of this kind that were compared")
+    knn_calls: int = Field(description="k-NN queries the self-join made (one per document)")
+    clusters: list[DuplicateCluster]
+    truncated: bool = Field(default=False, description="more clusters were found than `limit`")
+    took_ms: float
+    generation: str | None = None
 
 
 class ErrorResponse(BaseModel):

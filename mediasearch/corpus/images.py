@@ -19,9 +19,11 @@ import logging
 import math
 import random
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import ExifTags, Image, ImageDraw
 from pydantic import BaseModel
 
 from mediasearch.core.records import stable_id
@@ -282,3 +284,125 @@ def load_labels(store: ObjectStore, prefix: str = "demo/images") -> list[ImageLa
     """Read `<prefix>/labels.jsonl` back, as written by `generate_images`."""
     text = store.get(_join(prefix.strip("/"), LABELS_NAME)).decode("utf-8")
     return [ImageLabel.model_validate_json(line) for line in text.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------- near-duplicates
+
+DUPLICATES_NAME = "duplicates.jsonl"
+# The edits a copy goes through, as people make copies: saved again as a lower-quality JPEG, scaled
+# down, or cropped (and saved as a JPEG).
+NEAR_DUPLICATE_EDITS: tuple[str, ...] = ("reencode", "resize", "crop")
+
+
+class NearDuplicate(BaseModel):
+    """The ground truth for one near-duplicate copy: which image it copies and how it was made."""
+
+    key: str
+    uri: str
+    source_key: str
+    source_uri: str
+    edit: str
+
+    @property
+    def id(self) -> str:
+        return stable_id(self.uri)
+
+    @property
+    def source_id(self) -> str:
+        return stable_id(self.source_uri)
+
+
+def near_duplicate(data: bytes, edit: str) -> tuple[bytes, str]:
+    """A copy of the image `data` made by `edit`, and its file extension."""
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    buf = io.BytesIO()
+    if edit == "reencode":
+        image.save(buf, format="JPEG", quality=40)
+        return buf.getvalue(), "jpg"
+    if edit == "resize":
+        image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS).save(
+            buf, format="PNG", compress_level=3
+        )
+        return buf.getvalue(), "png"
+    if edit == "crop":
+        # 85% of each side, off-centre: the shape stays in the picture, the framing changes.
+        w, h = image.width, image.height
+        left, top = int(w * 0.05), int(h * 0.10)
+        image.crop((left, top, left + int(w * 0.85), top + int(h * 0.85))).save(
+            buf, format="JPEG", quality=85
+        )
+        return buf.getvalue(), "jpg"
+    raise ValueError(f"unknown near-duplicate edit {edit!r}: one of {', '.join(NEAR_DUPLICATE_EDITS)}")
+
+
+def generate_near_duplicates(
+    store: ObjectStore,
+    labels: list[ImageLabel],
+    prefix: str = "demo/duplicates",
+    every: int = 3,
+) -> list[NearDuplicate]:
+    """Copies of every `every`-th labelled image under `prefix`, each by one edit in turn
+    (`NEAR_DUPLICATE_EDITS`), and their truth in `<prefix>/duplicates.jsonl`."""
+    prefix = prefix.strip("/")
+    out: list[NearDuplicate] = []
+    for n, label in enumerate(labels[::every]):
+        edit = NEAR_DUPLICATE_EDITS[n % len(NEAR_DUPLICATE_EDITS)]
+        data, ext = near_duplicate(store.get(label.key), edit)
+        stem = label.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        key = _join(prefix, f"{stem}-{edit}.{ext}")
+        _put_if_changed(store, key, data, "image/jpeg" if ext == "jpg" else "image/png")
+        out.append(
+            NearDuplicate(key=key, uri=store.uri(key), source_key=label.key, source_uri=label.uri, edit=edit)
+        )
+    body = "".join(d.model_dump_json() + "\n" for d in out).encode("utf-8")
+    _put_if_changed(store, _join(prefix, DUPLICATES_NAME), body, "application/x-ndjson")
+    return out
+
+
+def load_near_duplicates(store: ObjectStore, prefix: str = "demo/duplicates") -> list[NearDuplicate]:
+    text = store.get(_join(prefix.strip("/"), DUPLICATES_NAME)).decode("utf-8")
+    return [NearDuplicate.model_validate_json(line) for line in text.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------ EXIF photos
+
+# Photos with what cameras write: time (with and without an offset), make and model, GPS in all four
+# hemispheres; and one with a broken date, which must cost only that field.
+EXIF_PHOTOS: dict[str, dict[str, Any]] = {
+    "paris.jpg": dict(taken_at=datetime(2024, 5, 1, 14, 0), offset="+02:00", make="Canon", model="Canon EOS 5D", lat=48.8566, lon=2.3522),
+    "sydney.jpg": dict(taken_at=datetime(2023, 1, 15, 19, 0), offset="+11:00", make="Apple", model="iPhone 13", lat=-33.8688, lon=151.2093),
+    "new-york.jpg": dict(taken_at=datetime(2022, 7, 4, 21, 30), make="Apple", model="iPhone 13", lat=40.7128, lon=-74.006),
+    "lima.png": dict(taken_at=datetime(2021, 3, 2, 9, 15), make="FUJIFILM", model="X-T3", lat=-12.0464, lon=-77.0428),
+    "no-gps.jpg": dict(taken_at=datetime(2024, 12, 24, 18, 0), make="Canon", model="Canon EOS 5D"),
+    "broken-date.jpg": dict(taken_at="not a date", make="FUJIFILM", model="X-T3", lat=35.6762, lon=139.6503),
+}  # fmt: skip
+
+
+def generate_exif_photos(store: ObjectStore, prefix: str = "demo/photos") -> dict[str, str]:
+    """Write `EXIF_PHOTOS` under `prefix` (a coloured shape each, so they embed as pictures do);
+    returns key -> URI."""
+    from mediasearch.core.exif import DATE_TIME_ORIGINAL, exif_bytes
+
+    prefix = prefix.strip("/")
+    written: dict[str, str] = {}
+    specs = _all_specs()
+    for n, (name, fields) in enumerate(EXIF_PHOTOS.items()):
+        fields = dict(fields)
+        bad_date = fields.get("taken_at") if isinstance(fields.get("taken_at"), str) else None
+        if bad_date is not None:
+            fields["taken_at"] = None
+        block = exif_bytes(**fields)
+        if bad_date is not None:
+            exif = Image.Exif()
+            exif.load(block)
+            exif.get_ifd(ExifTags.IFD.Exif)[DATE_TIME_ORIGINAL] = bad_date
+            block = exif.tobytes()
+        image = _render(specs[(n * 61) % len(specs)], seed=n)
+        buf = io.BytesIO()
+        jpeg = name.endswith(".jpg")
+        image.save(buf, format="JPEG" if jpeg else "PNG", exif=block, **({"quality": 90} if jpeg else {}))
+        key = _join(prefix, name)
+        _put_if_changed(store, key, buf.getvalue(), "image/jpeg" if jpeg else "image/png")
+        written[key] = store.uri(key)
+    return written

@@ -322,6 +322,44 @@ def reencode(data: bytes, key: str, scale: float = 0.6, crf: int = 32) -> bytes:
         os.unlink(dst)
 
 
+def trim(data: bytes, key: str, start_s: float, end_s: float | None = None) -> bytes:
+    """A near-duplicate that overlaps its source: the frames from `start_s` to `end_s` (seconds) only,
+    encoded again (h264, the source's size), with time starting at 0."""
+    fd, src = tempfile.mkstemp(suffix=".src")
+    os.close(fd)
+    fd, dst = tempfile.mkstemp(suffix=Path(key).suffix)
+    os.close(fd)
+    try:
+        Path(src).write_bytes(data)
+        with av.open(src) as inp, av.open(dst, "w", format=_container_format(key)) as out:
+            ist = inp.streams.video[0]
+            rate = ist.average_rate or Fraction(25)
+            w = ist.codec_context.width // 2 * 2
+            h = ist.codec_context.height // 2 * 2
+            ost = out.add_stream("libx264", rate=rate)
+            ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
+            ost.options = {"preset": "veryfast", "crf": "28"}
+            kept = 0
+            for frame in inp.decode(ist):
+                t = float(frame.time) if frame.time is not None else 0.0
+                if t < start_s or (end_s is not None and t >= end_s):
+                    continue
+                cut = frame.reformat(width=w, height=h, format="yuv420p")
+                cut.pts = kept
+                cut.time_base = 1 / rate
+                kept += 1
+                for packet in ost.encode(cut):
+                    out.mux(packet)
+            for packet in ost.encode():
+                out.mux(packet)
+        if not kept:
+            raise ValueError(f"trimming {key!r} to {start_s}-{end_s} s leaves no frames")
+        return Path(dst).read_bytes()
+    finally:
+        os.unlink(src)
+        os.unlink(dst)
+
+
 def default_specs(prefix: str = "videos") -> list[VideoSpec]:
     """The CI corpus: ~10 small videos, a few seconds each, covering the awkward cases."""
     p = prefix.rstrip("/")

@@ -16,6 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
@@ -66,6 +67,10 @@ class IndexFilter:
     uri_prefix: str | None = None
     min_width: int | None = None
     min_height: int | None = None
+    taken_after: datetime | None = None  # aware (UTC); at or after
+    taken_before: datetime | None = None  # before
+    camera: str | None = None
+    bbox: tuple[float, float, float, float] | None = None  # min_lat, min_lon, max_lat, max_lon
 
     def is_empty(self) -> bool:
         return self == IndexFilter()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lancedb
@@ -176,7 +176,34 @@ def where_clause(filter: IndexFilter | None) -> str | None:
         parts.append(f"width >= {int(filter.min_width)}")
     if filter.min_height is not None:
         parts.append(f"height >= {int(filter.min_height)}")
+    parts.extend(photo_predicates(filter))
     return " AND ".join(parts)
+
+
+def sql_timestamp(when: datetime) -> str:
+    """A SQL timestamp literal of an instant, in UTC (the column's zone; DataFusion reads a literal
+    without a zone as UTC)."""
+    utc = when.astimezone(UTC) if when.tzinfo is not None else when
+    return f"TIMESTAMP '{utc.replace(tzinfo=None).isoformat(sep=' ', timespec='microseconds')}'"
+
+
+def photo_predicates(filter: IndexFilter) -> list[str]:
+    """The EXIF filters (taken-at range, camera, GPS box) as SQL predicates."""
+    parts: list[str] = []
+    if filter.taken_after is not None:
+        parts.append(f"taken_at >= {sql_timestamp(filter.taken_after)}")
+    if filter.taken_before is not None:
+        parts.append(f"taken_at < {sql_timestamp(filter.taken_before)}")
+    if filter.camera is not None:
+        parts.append(f"camera = {sql_literal(filter.camera)}")
+    if filter.bbox is not None:
+        min_lat, min_lon, max_lat, max_lon = (f"{float(v):.7f}" for v in filter.bbox)
+        parts.append(f"gps_lat >= {min_lat} AND gps_lat <= {max_lat}")
+        if float(min_lon) <= float(max_lon):
+            parts.append(f"gps_lon >= {min_lon} AND gps_lon <= {max_lon}")
+        else:  # the box crosses the antimeridian
+            parts.append(f"(gps_lon >= {min_lon} OR gps_lon <= {max_lon})")
+    return parts
 
 
 class LanceDBIndex(VectorIndex):

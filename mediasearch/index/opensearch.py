@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -132,12 +133,57 @@ def filter_clause(filter: IndexFilter | None) -> dict[str, Any] | None:
         must.append({"range": {"width": {"gte": filter.min_width}}})
     if filter.min_height is not None:
         must.append({"range": {"height": {"gte": filter.min_height}}})
+    must.extend(photo_clauses(filter))
     clause: dict[str, Any] = {}
     if must:
         clause["filter"] = must
     if must_not:
         clause["must_not"] = must_not
     return {"bool": clause}
+
+
+def _iso(when: datetime) -> str:
+    return (when.astimezone(UTC) if when.tzinfo is not None else when).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def photo_clauses(filter: IndexFilter) -> list[dict[str, Any]]:
+    """The EXIF filters as filter-context clauses.
+
+    Times: a `range` on the `date` field with ISO 8601 bounds, which the default date format
+    (strict_date_optional_time) parses (OpenSearch 2.19 docs: query-dsl/term/range, "Format" and
+    field-types/supported-field-types/date). The GPS box: `range` on the two float fields, the same
+    predicate LanceDB evaluates (a `geo_point` would need a composite field the derived schema and
+    LanceDB do not have); a box crossing the antimeridian is a `should` of the two longitude ranges
+    with `minimum_should_match: 1` (query-dsl/compound/bool).
+    """
+    clauses: list[dict[str, Any]] = []
+    if filter.taken_after is not None or filter.taken_before is not None:
+        bounds: dict[str, str] = {}
+        if filter.taken_after is not None:
+            bounds["gte"] = _iso(filter.taken_after)
+        if filter.taken_before is not None:
+            bounds["lt"] = _iso(filter.taken_before)
+        clauses.append({"range": {"taken_at": bounds}})
+    if filter.camera is not None:
+        clauses.append({"term": {"camera": filter.camera}})
+    if filter.bbox is not None:
+        min_lat, min_lon, max_lat, max_lon = (float(v) for v in filter.bbox)
+        clauses.append({"range": {"gps_lat": {"gte": min_lat, "lte": max_lat}}})
+        if min_lon <= max_lon:
+            clauses.append({"range": {"gps_lon": {"gte": min_lon, "lte": max_lon}}})
+        else:
+            clauses.append(
+                {
+                    "bool": {
+                        "should": [
+                            {"range": {"gps_lon": {"gte": min_lon}}},
+                            {"range": {"gps_lon": {"lte": max_lon}}},
+                        ],
+                        "minimum_should_match": 1,
+                    }
+                }
+            )
+    return clauses
 
 
 def knn_query(

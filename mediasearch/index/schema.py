@@ -15,6 +15,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
@@ -43,6 +44,7 @@ class ValueKind(StrEnum):
     LONG = "long"  # 64-bit
     FLOAT = "float"
     BOOL = "bool"
+    DATE = "date"  # an instant, stored in UTC
     VECTOR = "vector"  # a float32 embedding, searched by k-NN
 
 
@@ -115,7 +117,7 @@ def _value_kind(name: str, annotation: Any, mark: Indexed) -> ValueKind:
 
     if not isinstance(annotation, type):
         raise refuse(
-            f"type {annotation!r} has no index mapping (use str, int, float, bool, a list of one of them, or Vector)"
+            f"type {annotation!r} has no index mapping (use str, int, float, bool, datetime, a list of one of them, or Vector)"
         )
     if mark.wide and not (issubclass(annotation, int) and annotation is not bool):
         raise refuse("Indexed(wide=True) applies to int fields only")
@@ -133,6 +135,8 @@ def _value_kind(name: str, annotation: Any, mark: Indexed) -> ValueKind:
         if mark.analysed:
             return ValueKind.TEXT
         return ValueKind.KEYWORD if mark.searchable else ValueKind.STORED
+    if issubclass(annotation, datetime):
+        return ValueKind.DATE
     if issubclass(annotation, bool):  # before int: bool is an int subclass
         return ValueKind.BOOL
     if issubclass(annotation, int):
@@ -187,6 +191,8 @@ def _arrow_value_type(kind: ValueKind) -> pa.DataType:
             return pa.float64()
         case ValueKind.BOOL:
             return pa.bool_()
+        case ValueKind.DATE:
+            return pa.timestamp("us", tz="UTC")
     raise SchemaError(f"no Arrow type for {kind!r}")
 
 
@@ -236,6 +242,10 @@ def _opensearch_value_mapping(kind: ValueKind) -> dict[str, Any]:
             return {"type": "float"}
         case ValueKind.BOOL:
             return {"type": "boolean"}
+        case ValueKind.DATE:
+            # The default format (strict_date_optional_time||epoch_millis) reads the ISO 8601 times
+            # documents are sent with.
+            return {"type": "date"}
     raise SchemaError(f"no OpenSearch mapping for {kind!r}")
 
 

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 from pydantic import ValidationError
 
+from mediasearch.core.exif import PhotoMetadata, read_exif
 from mediasearch.core.images import MAX_IMAGE_PIXELS, ImageDecodeError, decode_image, source_size
 from mediasearch.core.layout import model_tag
-from mediasearch.core.records import ManifestRecord, TransformResult
+from mediasearch.core.records import ManifestRecord, MediaKind, TransformResult
 from mediasearch.core.storage import StoreError, read_uri
 from mediasearch.core.wire import (
     IMAGE_TYPES,
@@ -62,6 +63,7 @@ class PreparedBatch:
     ok_rows: list[int] = field(default_factory=list)
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
+    photos: dict[int, PhotoMetadata] = field(default_factory=dict)  # images' EXIF, by record
 
 
 class ClipHandler:
@@ -155,13 +157,17 @@ class ClipHandler:
 
     def _load_one(
         self, record: ManifestRecord
-    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[int, int]]:
+    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[int, int], PhotoMetadata]:
         data = self.fetch(record.uri)
         image = decode_image(data, self.max_pixels)
         clip = self.model.preprocess(image) if self.model is not None else None
         caption = self.captioner.preprocess(image) if self.captioner is not None else None
+        # EXIF here, from the bytes already fetched: the transform runs the same way locally and on
+        # SageMaker, and the loader would have to read every image again to get it. Frames are JPEGs
+        # of our own making, with none.
+        photo = read_exif(data) if record.kind is MediaKind.IMAGE else PhotoMetadata()
         # The size as stored, not as decoded: large images come back reduced (core.images).
-        return clip, caption, source_size(image)
+        return clip, caption, source_size(image), photo
 
     def prepare(self, records: Sequence[ManifestRecord | TransformResult]) -> PreparedBatch:
         """Fetch, decode and preprocess concurrently; failures become per-record errors."""
@@ -175,7 +181,7 @@ class ClipHandler:
         caption_rows: list[np.ndarray] = []
         for i, fut in futures:
             try:
-                pixels, caption_pixels, size = fut.result()
+                pixels, caption_pixels, size, photo = fut.result()
             except (ImageDecodeError, StoreError) as exc:
                 batch.errors[i] = str(exc)
                 continue
@@ -184,6 +190,7 @@ class ClipHandler:
                 continue
             batch.ok_rows.append(i)
             batch.sizes[i] = size
+            batch.photos[i] = photo
             if pixels is not None:
                 rows.append(pixels)
             if caption_pixels is not None:
@@ -221,6 +228,7 @@ class ClipHandler:
                         caption=captions[row] if captions is not None else None,
                         width=w,
                         height=h,
+                        **asdict(batch.photos.get(i, PhotoMetadata())),
                     )
                 )
         return out

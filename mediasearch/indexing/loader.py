@@ -64,6 +64,10 @@ def image_document(result: TransformResult) -> IndexDocument:
         content_hash=result.content_hash,
         model=result.model,
         clip_vector=result.clip,
+        taken_at=result.taken_at,
+        camera=result.camera,
+        gps_lat=result.gps_lat,
+        gps_lon=result.gps_lon,
     )
 
 

@@ -30,6 +30,7 @@ from mediasearch.core.records import (
     Aggregation,
     DocKind,
     DocumentFields,
+    DuplicatesResponse,
     ItemResponse,
     MediaView,
     ResultKind,
@@ -155,6 +156,10 @@ def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFil
         uri_prefix=filters.uri_prefix,
         min_width=filters.min_width,
         min_height=filters.min_height,
+        taken_after=filters.taken_after,
+        taken_before=filters.taken_before,
+        camera=filters.camera,
+        bbox=(filters.bbox[0], filters.bbox[1], filters.bbox[2], filters.bbox[3]) if filters.bbox else None,
     )
 
 
@@ -169,7 +174,7 @@ class Query:
 
 
 # The service's entry points: each runs against one snapshot of the serving generation.
-PINNED_CALLS = ("search", "health", "document", "item", "media", "check_image_size")
+PINNED_CALLS = ("search", "health", "document", "item", "media", "check_image_size", "duplicates")
 
 
 def _pinned(
@@ -413,6 +418,25 @@ class SearchService:
                 )
                 for h in hits
             ]
+
+    def duplicates(
+        self,
+        kind: DocKind,
+        threshold: float,
+        neighbours: int,
+        limit: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DuplicatesResponse:
+        """Near-duplicate clusters of `kind` (mediasearch.query.duplicates), with URLs for their media."""
+        from mediasearch.query.duplicates import DuplicatesError, find_duplicates
+
+        try:
+            found = find_duplicates(
+                self.index, kind, threshold, neighbours, limit, view=self.media_fields, progress=progress
+            )
+        except DuplicatesError as exc:
+            raise QueryError(exc.field, str(exc)) from None
+        return found.model_copy(update={"generation": self.generation()})
 
     # -- result records -----------------------------------------------------------------------------
 

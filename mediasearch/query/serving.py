@@ -295,6 +295,10 @@ class ServedIndex(VectorIndex):
     def get_many_with_vectors(self, ids: Iterable[str]) -> list[IndexDocument]:
         return self._index.get_many_with_vectors(ids)
 
+    def scan(self, filter: IndexFilter, fields: Sequence[str] | None = None) -> list[DocumentFields]:
+        # The duplicates self-join lists every document of a kind.
+        return self._index.scan(filter, fields)
+
     def count(self, filter: IndexFilter | None = None) -> int:
         return self._index.count(filter)
 

@@ -122,6 +122,9 @@ async function search() {
     return showError("Choose images, videos or both.");
   }
   const payload = { kinds, mode: selectedMode(), k: resultCount() };
+  const filters = photoFilters();
+  if (filters === null) return;
+  if (Object.keys(filters).length) payload.filters = filters;
   let what;
   if (queryImage !== null) {
     payload.image = queryImage.base64;
@@ -393,6 +396,93 @@ player.addEventListener("close", () => {
   playerVideo.removeAttribute("src");
   playerVideo.load();
 });
+
+// ---- photo filters (EXIF: taken-at, camera, GPS box) ---------------------------------------------
+
+// The filters the form holds, as the API's `filters`; null (after saying why) when half a box is given.
+function photoFilters() {
+  const filters = {};
+  const after = $("#taken-after").value;
+  const before = $("#taken-before").value;
+  const camera = $("#camera").value.trim();
+  if (after) filters.taken_after = after;
+  if (before) filters.taken_before = before;
+  if (camera) filters.camera = camera;
+  const box = ["#bbox-min-lat", "#bbox-min-lon", "#bbox-max-lat", "#bbox-max-lon"].map((id) => $(id).value.trim());
+  const given = box.filter((v) => v !== "").length;
+  if (given === 4) {
+    filters.bbox = box.map(Number);
+  } else if (given > 0) {
+    showError("Give all four corners of the place box (min lat, min lon, max lat, max lon), or none.");
+    return null;
+  }
+  const open = Object.keys(filters).length > 0;
+  $("#photo-filters").classList.toggle("active", open);
+  return filters;
+}
+
+// ---- duplicates ----------------------------------------------------------------------------------
+
+$("#duplicates-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  findDuplicates();
+});
+
+async function findDuplicates() {
+  const kind = $("#dup-kind").value;
+  const threshold = $("#dup-threshold").value.trim() || "0.95";
+  const dupStatus = $("#dup-status");
+  const clustersEl = $("#dup-clusters");
+  hideError();
+  dupStatus.textContent = "Looking for duplicates…";
+  clustersEl.replaceChildren();
+  try {
+    const params = new URLSearchParams({ kind, threshold });
+    const body = await api(`/duplicates?${params}`);
+    renderClusters(body);
+  } catch (err) {
+    dupStatus.textContent = "";
+    showError(err.message, err.lines || []);
+  }
+}
+
+function renderClusters(body) {
+  const clustersEl = $("#dup-clusters");
+  const kindName = { image: "images", video: "videos", scene: "scenes" }[body.kind] || body.kind;
+  const n = body.clusters.length;
+  const more = body.truncated ? " (more not shown)" : "";
+  $("#dup-status").textContent =
+    `${n} group${n === 1 ? "" : "s"} of near-duplicate ${kindName}${more} at similarity ≥ ${body.threshold} ` +
+    `among ${body.documents} ${kindName}, in ${body.took_ms.toFixed(0)} ms`;
+  for (const cluster of body.clusters) {
+    const article = el("article", { class: "cluster", "data-representative": cluster.representative });
+    const range =
+      cluster.min_score === cluster.max_score
+        ? cluster.max_score.toFixed(3)
+        : `${cluster.min_score.toFixed(3)}–${cluster.max_score.toFixed(3)}`;
+    article.append(el("h3", {}, `${cluster.size} copies · similarity ${range}`));
+    const row = el("div", { class: "members" });
+    for (const member of cluster.members) row.append(memberCard(member, member.id === cluster.representative));
+    article.append(row);
+    clustersEl.append(article);
+  }
+}
+
+function memberCard(member, representative) {
+  const figure = el("figure", { class: `member${representative ? " representative" : ""}`, "data-id": member.id });
+  const button = el("button", { type: "button", class: "thumb", title: member.uri });
+  const img = el("img", { alt: displayName(member), loading: "lazy" });
+  setMedia(img, member.thumbnail_url || (member.kind === "image" ? member.url : null));
+  button.append(img);
+  // Scenes and videos play in the player, from the scene's start.
+  const asResult = { ...member, kind: member.kind === "image" ? "image" : "video", explanation: "" };
+  button.addEventListener("click", () => openPlayer(asResult, member.t_start || 0));
+  figure.append(button);
+  const span = member.t_start != null ? ` · ${formatTime(member.t_start)}–${formatTime(member.t_end)}` : "";
+  const score = representative ? "representative" : member.score.toFixed(3);
+  figure.append(el("figcaption", {}, el("span", { class: "score" }, score), ` ${displayName(member)}${span}`));
+  return figure;
+}
 
 // ---- helpers -----------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """One router per concern; `create_app` includes them in this order (which is the order of /docs)."""
 
-from mediasearch.query.api.routes import items, ops, page, search
+from mediasearch.query.api.routes import duplicates, items, ops, page, search
 
-ROUTERS = (ops.router, search.router, items.router, page.router)
+ROUTERS = (ops.router, search.router, items.router, duplicates.router, page.router)
