@@ -289,7 +289,8 @@ class PartContribution(BaseModel):
     """What one part of a composed query adds to a result's score.
 
     `contribution` = weight x cosine / |sum of weighted part vectors|: the contributions of all parts
-    add up to the result's (cosine) score. For a video they are aggregated over its scenes like the score.
+    add up to the result's (cosine) score. For a video they are aggregated over its scenes like the score;
+    in hybrid mode they add up to the CLIP side's cosine, which is fused with the keyword side.
     """
 
     part: int = Field(description="index into the request's `parts`")

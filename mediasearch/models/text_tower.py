@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -224,10 +224,14 @@ def export_text_tower(source: str, dest: str | Path, opset: int = 17) -> Path:
     return dest
 
 
-def build_random_text_tower(path: str | Path, out_dim: int, seed: int = 0) -> Path:
-    """A tiny random multilingual-CLIP-style text tower (DistilBERT + mean pooling + Dense to `out_dim`),
-    saved as a sentence-transformers checkpoint; its vocabulary holds lowercase ASCII and the CJK
-    characters of the README's example query, so Chinese and English both tokenise."""
+def build_random_text_tower(
+    path: str | Path, out_dim: int, seed: int = 0, size: Literal["tiny", "base"] = "tiny"
+) -> Path:
+    """A random multilingual-CLIP-style text tower (DistilBERT + mean pooling + Dense to `out_dim`), saved
+    as a sentence-transformers checkpoint; its vocabulary holds lowercase ASCII and the CJK characters of
+    the README's example query, so Chinese and English both tokenise. `base`: the shapes of
+    clip-ViT-B-32-multilingual-v1 (distilbert-base-multilingual-cased: 119547 tokens, 768 wide, 6 layers),
+    for benchmarks."""
     from safetensors.torch import save_file
     from transformers import BertTokenizerFast, DistilBertConfig, DistilBertModel  # type: ignore[attr-defined]
 
@@ -236,34 +240,44 @@ def build_random_text_tower(path: str | Path, out_dim: int, seed: int = 0) -> Pa
     chars = "abcdefghijklmnopqrstuvwxyz0123456789"
     cjk = "两个孩子在一栋房子前面奔跑狗海滩的人"
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *cjk, *(f"##{c}" for c in chars)]
+    base = size == "base"
+    if base:  # filler entries up to the real vocabulary's size: the embedding matrix costs what it does
+        tokens += [f"[unused{i}]" for i in range(119547 - len(tokens))]
     vocab = path / "vocab.txt"
     vocab.write_text("\n".join(dict.fromkeys(tokens)) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=False)  # DistilBERT's WordPiece
+    width = 768 if base else 32
     config = DistilBertConfig(
-        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64
+        vocab_size=len(tokenizer),
+        dim=width,
+        n_layers=6 if base else 2,
+        n_heads=12 if base else 4,
+        hidden_dim=3072 if base else 64,
+        max_position_embeddings=512 if base else 64,
     )
     torch.manual_seed(seed)
     DistilBertModel(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     (path / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": 48, "do_lower_case": False})
+        json.dumps({"max_seq_length": 128 if base else 48, "do_lower_case": False})
     )
     (path / "1_Pooling").mkdir(exist_ok=True)
     (path / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+        json.dumps({"word_embedding_dimension": width, "pooling_mode_mean_tokens": True})
     )
     (path / "2_Dense").mkdir(exist_ok=True)
     (path / "2_Dense" / "config.json").write_text(
         json.dumps(
             {
-                "in_features": 32,
+                "in_features": width,
                 "out_features": out_dim,
                 "bias": False,
                 "activation_function": "torch.nn.modules.linear.Identity",
             }
         )
     )
-    save_file({"linear.weight": torch.randn(out_dim, 32) * 0.2}, str(path / "2_Dense" / "model.safetensors"))
+    dense = torch.randn(out_dim, width) / width**0.5
+    save_file({"linear.weight": dense}, str(path / "2_Dense" / "model.safetensors"))
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
