@@ -15,10 +15,17 @@ from mediasearch.core.settings import ClipEngine, ClipPrecision, EncoderBackend,
 from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
 from mediasearch.indexing.video_documents import TagOptions
-from mediasearch.query.encoder import LazyTextEmbedder, LocalEncoder, QueryEncoder, SageMakerEncoder
+from mediasearch.query.encoder import (
+    LazyTextEmbedder,
+    LocalEncoder,
+    QueryEncoder,
+    SageMakerEncoder,
+    TextVectoriser,
+)
 from mediasearch.query.links import MediaLinks
 from mediasearch.query.search import SearchService
 from mediasearch.query.text_cache import TextVectorCache
+from mediasearch.query.text_tower import TextTowerEncoder
 
 if TYPE_CHECKING:
     from mediasearch.encoders.base import ClipEncoder
@@ -230,6 +237,9 @@ def search_service(settings: Settings, base_url: str = "") -> SearchService:
     pinned_identity: list[str] = []
 
     def pinned_model() -> str | None:
+        if isinstance(pinned_encoder, TextTowerEncoder):  # the index is the image model's
+            image_side = pinned_encoder.image_encoder
+            return image_side.model.identity.id if isinstance(image_side, LocalEncoder) else None
         if not isinstance(pinned_encoder, LocalEncoder):
             return None  # the endpoint's model is not known here; its archive was packaged for the index
         if not pinned_identity:
@@ -277,6 +287,12 @@ def video_options(settings: Settings) -> VideoOptions:
 
 
 def encoder(settings: Settings) -> QueryEncoder:
+    if settings.query_text_model:
+        return text_tower_encoder(settings, clip_encoder(settings))
+    return clip_encoder(settings)
+
+
+def clip_encoder(settings: Settings) -> QueryEncoder:
     if settings.encoder_backend is EncoderBackend.SAGEMAKER:
         if not settings.sagemaker_endpoint:
             raise ValueError("MEDIASEARCH_ENCODER_BACKEND=sagemaker needs MEDIASEARCH_SAGEMAKER_ENDPOINT")
@@ -285,6 +301,36 @@ def encoder(settings: Settings) -> QueryEncoder:
         clip_model(settings),
         max_pixels=settings.max_image_pixels,
         text_cache=TextVectorCache(settings.query_cache_size),
+    )
+
+
+def text_tower(settings: Settings) -> TextVectoriser:
+    """MEDIASEARCH_QUERY_TEXT_MODEL: its ONNX export on ONNX Runtime, or the checkpoint on torch."""
+    from mediasearch.encoders.onnx_text_tower import OnnxTextTower, is_tower_export
+
+    assert settings.query_text_model
+    if is_tower_export(settings.query_text_model):
+        return OnnxTextTower(
+            settings.query_text_model, device="cpu" if settings.device == "auto" else settings.device
+        )
+    from mediasearch.models.text_tower import TextTower
+
+    return TextTower(settings.query_text_model, device=settings.device, digest_cache=settings.cache_dir)
+
+
+def text_tower_encoder(settings: Settings, image_encoder: QueryEncoder) -> TextTowerEncoder:
+    """Text through the query text tower, images through `image_encoder`, checked against each other."""
+    local = image_encoder if isinstance(image_encoder, LocalEncoder) else None
+    assert settings.query_text_model
+    return TextTowerEncoder(
+        image_encoder,
+        # Built on first use: a checkpoint needs torch, and must not load at import (the Lambda).
+        LazyTextEmbedder(lambda: text_tower(settings)),
+        tower_name=settings.query_text_model,
+        image_model=settings.clip_model,
+        image_dim=lambda: local.model.dim if local is not None else None,
+        image_identity=lambda: local.model.identity.id if local is not None else None,
+        aligned_to=settings.query_text_aligned_to,
     )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from mediasearch.cli_parts import DEFAULT_MINUS_WEIGHT
 from mediasearch.cli_support import (
     MEDIA_SUFFIXES,
     ReportingGroup,
@@ -441,8 +442,30 @@ def search(
             help="only photos taken inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (decimal degrees, EXIF GPS)"
         ),
     ] = None,
+    plus: Annotated[
+        list[str] | None, typer.Option(help="also towards this text (weight 1); repeatable", metavar="TEXT")
+    ] = None,
+    minus: Annotated[
+        list[str] | None,
+        typer.Option(help="away from this text (weight --minus-weight); repeatable", metavar="TEXT"),
+    ] = None,
+    minus_weight: Annotated[
+        float, typer.Option(help="the weight of each --minus, in [-1, 0)", metavar="W")
+    ] = DEFAULT_MINUS_WEIGHT,
+    part: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a part with its weight: KIND:VALUE[:WEIGHT], KIND text, image (a file), image_uri or "
+            "video (an id), WEIGHT in [-1, 1] (default 1); repeatable",
+            metavar="KIND:VALUE[:W]",
+        ),
+    ] = None,
 ) -> None:
     """Search the index from the command line (no server needed): a text query, --image or --video.
+
+    Compose a query from several parts with --plus, --minus and --part: `search "beach" --minus people`
+    searches towards "beach" (weight 1) and away from "people" (weight -0.5); each result's explanation
+    shows each part's contribution.
 
     Each result line shows its rank, score, kind, id (what `similar` and GET /items/{id} take) and URI.
     """
@@ -456,6 +479,11 @@ def search(
     given = [
         name for name, value in (("TEXT", text), ("--image", image), ("--video", video)) if value is not None
     ]
+    composing = bool(plus or minus or part)
+    if not given and composing:
+        raise error(
+            "--minus/--plus/--part need something to search towards: give a text query, --image or --video"
+        )
     if not given:
         raise error("give a text query, --image FILE or --video ID (see mediasearch search --help)")
     if len(given) > 1:
@@ -482,6 +510,18 @@ def search(
         payload.setdefault("kinds", [ResultKind.VIDEO])
     else:
         payload["text"] = text
+    if composing:
+        from mediasearch.cli_parts import composed_parts
+
+        main_part: dict[str, object] = {
+            name: payload.pop(name) for name in ("text", "image", "video_id") if name in payload
+        }
+        if video is not None and not kind:
+            payload.pop("kinds")  # composed with a video, the query finds images and videos
+        try:
+            payload["parts"] = composed_parts(main_part, plus or [], minus or [], minus_weight, part or [])
+        except ValueError as exc:
+            raise error(str(exc)) from None
     try:
         request = SearchRequest.model_validate(payload)
     except ValidationError as exc:
@@ -490,6 +530,8 @@ def search(
             # The photo filters: a field's own error, or the two times' order (the whole filters).
             option = str(first["loc"][1]).replace("_", "-") if len(first["loc"]) > 1 else "taken-after"
             raise error(f"--{option}: {first['msg'].removeprefix('Value error, ')}") from None
+        if first["loc"] and first["loc"][0] == "parts" and len(first["loc"]) > 1:
+            raise error(f"part {first['loc'][1]}: {first['msg'].removeprefix('Value error, ')}") from None
         name = {"text": "TEXT", "image": "--image", "video_id": "--video", "kinds": "--kind"}.get(
             str(first["loc"][0]) if first["loc"] else "", f"--{first['loc'][0]}" if first["loc"] else "query"
         )
@@ -497,7 +539,7 @@ def search(
     require_index(settings)
     service = _service(settings)
     service.health()  # a folder without the collection: one line (IndexNotReady), before any model loads
-    if video is None:
+    if video is None or composing:
         # The model load stays out of took_ms, and is announced (it can take a while); a video query
         # (`similar`) reads stored vectors and loads no model at all.
         _loading_model(settings)
@@ -765,6 +807,32 @@ def export_onnx(
         "export_seconds": meta.get("export_seconds"),
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("export-text-tower")
+def export_text_tower_command(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="the query text model: hub id or folder (default: MEDIASEARCH_QUERY_TEXT_MODEL)"),
+    ] = None,
+    dest: Annotated[Path, typer.Option(help="folder to write the export to")] = Path("text-tower-onnx"),
+) -> None:
+    """Export a query text tower (sentence-transformers, e.g. clip-ViT-B-32-multilingual-v1) to ONNX.
+
+    Point MEDIASEARCH_QUERY_TEXT_MODEL at the folder to run it without torch (the query Lambda).
+    Prints the folder, its dimension and its agreement with PyTorch.
+    """
+    from mediasearch.models.text_tower import export_text_tower
+
+    name = model or _settings().query_text_model
+    if not name:
+        raise error("give the model, or set MEDIASEARCH_QUERY_TEXT_MODEL")
+    try:
+        folder = export_text_tower(name, dest)
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot export {name!r}: {str(exc).splitlines()[0]}", 1) from None
+    meta = json.loads((folder / "text_tower.json").read_text())
+    typer.echo(json.dumps({"folder": str(folder), **meta}, indent=2))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
     """The line to show for an error a user can act on, with its exit code; None for a bug."""
     if isinstance(exc, CliError):
         return f"error: {exc}", exc.code
+    if _is_instance(exc, "mediasearch.query.text_tower", "QueryTextModelError"):
+        return f"error: {_first_line(exc)}", EXIT_FAILED  # a setting's mismatch, not a download to fix
     if is_model_error(exc):
         return model_paragraph(exc), EXIT_FAILED
     if _is_instance(exc, "pydantic", "ValidationError") and getattr(exc, "title", "") == "Settings":

@@ -206,7 +206,9 @@ def test_search_documents_every_status_it_answers(client: TestClient) -> None:
 
 def test_the_query_fields_are_one_of_in_the_schema(client: TestClient) -> None:
     request = client.get("/openapi.json").json()["components"]["schemas"]["SearchRequest"]
-    assert request["oneOf"] == [{"required": [n]} for n in ("text", "image", "image_uri", "video_id")]
+    assert request["oneOf"] == [
+        {"required": [n]} for n in ("text", "image", "image_uri", "video_id", "parts")
+    ]
     assert request["properties"]["text"]["type"] == "string"  # no null: leave the field out instead
     body = json_error(client.post("/search", json={"text": None, "video_id": "x"}), 422)
     assert fields_of(body) == ["text"]

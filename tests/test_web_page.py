@@ -420,3 +420,43 @@ def test_the_page_has_a_favicon(page: Page, base_url: str) -> None:
         response = page.request.get(url)
         assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml"), url
         assert response.body().startswith(b"<svg")
+
+
+def test_composed_query_parts_with_weights_and_contributions(page: Page, tmp_path: Path) -> None:
+    from tests.conftest import image_bytes
+
+    picture = tmp_path / "red.png"
+    picture.write_bytes(image_bytes((220, 20, 30)))
+    page.fill("#query", "a red circle")
+    page.click("#add-minus")
+    page.fill("#part-rows .part-row:nth-child(1) .part-text", "people")
+    page.click("#add-plus")
+    second = page.locator("#part-rows .part-row:nth-child(2)")
+    second.locator(".part-kind").select_option("image")
+    second.locator(".part-file").set_input_files(str(picture))
+    wait_until(page, "!!document.querySelector('#part-rows .part-row:nth-child(2)').dataset.image")
+    second.locator(".part-weight").fill("0.3")
+    with page.expect_request("**/search") as sent:
+        page.click("#search-button")
+    parts = sent.value.post_data_json["parts"]
+    assert [(p.get("text"), "image" in p, p["weight"]) for p in parts] == [
+        ("a red circle", False, 1),
+        ("people", False, -0.5),
+        (None, True, 0.3),
+    ]
+    expect(page.locator("#status")).to_contain_text("for “a red circle” \u2212 “people” + red.png")
+    first = page.locator("#results .card").first.locator(".contributions li")
+    expect(first).to_have_count(3)
+    assert first.nth(1).inner_text().startswith("-0.5 \u00d7 “people”: ")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "composed-query.png"))
+
+    # A weight out of range is refused on the page, naming the part; removing parts searches plainly.
+    second.locator(".part-weight").fill("3")
+    page.click("#search-button")
+    expect(page.locator("#error")).to_contain_text("Part 2: the weight must be between \u22121 and 1")
+    for _ in range(2):
+        page.locator("#part-rows .part-remove").first.click()
+    search_for(page, "a red circle")
+    expect(page.locator("#results .card").first).to_be_visible()
+    expect(page.locator("#results .contributions")).to_have_count(0)

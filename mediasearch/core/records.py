@@ -280,8 +280,97 @@ class HybridWeightsModel(BaseModel):
         return self
 
 
-# The four ways to ask; a request gives exactly one.
+# The four ways to ask; a request gives exactly one (or a list of them as `parts`).
 QUERY_FIELDS = ("text", "image", "image_uri", "video_id")
+
+# Composed queries (`SearchRequest.parts`, see mediasearch.query.compose): how many parts, and how
+# large each may be. A part's weight is in [-1, 1] and not 0; negative parts push results away.
+MAX_QUERY_PARTS = 8
+MAX_PART_WEIGHT = 1.0
+
+
+class QueryPart(BaseModel):
+    """One part of a composed query: exactly one of text, image, image_uri or video_id, with a weight.
+
+    The query vector is the normalised weighted sum of the parts' unit vectors; a negative weight
+    moves it away from what that part looks like ("beach" 1.0, "people" -0.5).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": [name]} for name in QUERY_FIELDS]}
+    )
+
+    text: Annotated[
+        str | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": r"\S"})
+    ] = Field(default=None, min_length=1, max_length=1000, description="words")
+    image: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
+        default=None, description="base64-encoded image bytes"
+    )
+    image_uri: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 2048})] = Field(
+        default=None, max_length=2048, description="an image inside the store"
+    )
+    video_id: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 64})] = Field(
+        default=None, max_length=64, description="a video: its whole-video vector"
+    )
+    weight: float = Field(
+        default=1.0,
+        ge=-MAX_PART_WEIGHT,
+        le=MAX_PART_WEIGHT,
+        json_schema_extra={"not": {"const": 0}},
+        description="in [-1, 1], not 0: positive pulls results towards the part, negative pushes away",
+    )
+
+    @field_validator(*QUERY_FIELDS, mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must be a string: leave the field out instead of sending null")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("text is blank")
+        return value
+
+    @field_validator("weight")
+    @classmethod
+    def _not_zero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("a weight of 0 adds nothing: leave the part out")
+        return value
+
+    @model_validator(mode="after")
+    def _one_query(self) -> QueryPart:
+        given = [n for n in QUERY_FIELDS if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a part is exactly one of text, image, image_uri, video_id "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which of the four fields this part gives."""
+        return next(n for n in QUERY_FIELDS if getattr(self, n) is not None)
+
+
+class PartContribution(BaseModel):
+    """What one part of a composed query adds to a result's score.
+
+    `contribution` = weight x cosine / |sum of weighted part vectors|: the contributions of all parts
+    add up to the result's (cosine) score. For a video they are aggregated over its scenes like the score;
+    in hybrid mode they add up to the CLIP side's cosine, which is fused with the keyword side.
+    """
+
+    part: int = Field(description="index into the request's `parts`")
+    kind: str = Field(description="text, image, image_uri or video_id")
+    label: str = Field(description="the text, image_uri or video_id; 'image' for an uploaded image")
+    weight: float
+    cosine: float = Field(description="cosine similarity between the result and the part alone")
+    contribution: float
 
 
 def _given_as(schema: dict[str, Any]) -> WithJsonSchema:
@@ -290,13 +379,26 @@ def _given_as(schema: dict[str, Any]) -> WithJsonSchema:
     return WithJsonSchema(schema)
 
 
+def _one_of_queries(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [{"required": [name]} for name in (*QUERY_FIELDS, "parts")]
+    # `parts` is given or left out, as the query fields are: `null` is refused, so not offered.
+    parts = schema["properties"]["parts"]
+    given = [branch for branch in parts.pop("anyOf", []) if branch.get("type") != "null"]
+    parts.update(given[0] if given else {})
+    parts.pop("default", None)
+    # `_one_query`'s "at least one positive weight" (a part without a weight weighs 1).
+    parts["contains"] = {
+        "anyOf": [{"not": {"required": ["weight"]}}, {"properties": {"weight": {"exclusiveMinimum": 0}}}]
+    }
+
+
 class SearchRequest(BaseModel):
-    """`POST /search`: exactly one query (text, image, image_uri or video_id)."""
+    """`POST /search`: exactly one query (text, image, image_uri or video_id), or a composed query (`parts`)."""
 
     model_config = ConfigDict(
         extra="forbid",
         # What `_one_query` enforces, said in the schema too, for generated clients and fuzzers.
-        json_schema_extra={"oneOf": [{"required": [name]} for name in QUERY_FIELDS]},
+        json_schema_extra=lambda schema: _one_of_queries(schema),
     )
 
     text: Annotated[
@@ -321,12 +423,26 @@ class SearchRequest(BaseModel):
         default=None, description="hybrid mode only; default: MEDIASEARCH_HYBRID_*_WEIGHT"
     )
     filters: SearchFilters = Field(default_factory=SearchFilters)
+    parts: list[QueryPart] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_QUERY_PARTS,
+        description="a composed query, instead of text/image/image_uri/video_id: the normalised "
+        "weighted sum of the parts' vectors; at least one part must have a positive weight",
+    )
 
     @field_validator(*QUERY_FIELDS, mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
             raise ValueError("must be a string: leave the field out instead of sending null")
+        return value
+
+    @field_validator("parts", mode="before")
+    @classmethod
+    def _parts_not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must be a list of parts: leave the field out instead of sending null")
         return value
 
     @field_validator("text")
@@ -339,6 +455,19 @@ class SearchRequest(BaseModel):
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
         given = [n for n in QUERY_FIELDS if getattr(self, n) is not None]
+        if self.parts is not None:
+            # Mixing would leave the single field's weight unsaid: it goes in as a part instead.
+            if given:
+                raise ValueError(
+                    f"give either parts or one of text, image, image_uri, video_id, not both (got parts "
+                    f"and {', '.join(given)}): add {given[0]} as a part with its weight"
+                )
+            if not any(p.weight > 0 for p in self.parts):
+                raise ValueError(
+                    "parts need at least one positive weight: negative parts only say what to avoid, "
+                    "and there is nothing to search towards"
+                )
+            return self
         if len(given) != 1:
             raise ValueError(
                 f"give exactly one of text, image, image_uri, video_id (got {', '.join(given) or 'none'})"
@@ -383,6 +512,9 @@ class SearchResult(MediaView):
     )
     scenes: list[SceneHit] = Field(default_factory=list)
     explanation: str = ""
+    contributions: list[PartContribution] | None = Field(
+        default=None, description="composed queries only: each part's share of the score"
+    )
 
 
 class SearchResponse(BaseModel):

@@ -102,7 +102,24 @@ class Settings(BaseSettings):
     )
     caption_max_length: int = Field(24, ge=4, le=128)
     caption_beams: int = Field(1, ge=1, le=8)
-    text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="caption text embedder")
+    text_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="caption text embedder (captions' vectors and caption-mode queries); a multilingual one "
+        "such as sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 lets queries in other "
+        "languages find English captions (re-ingest: caption vectors are made at load time)",
+    )
+    query_text_model: str | None = Field(
+        None,
+        description="a text tower aligned to the CLIP image space for text queries (images still go "
+        "through CLIP), e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 for "
+        "openai/clip-vit-base-patch32: a hub id or folder (needs torch), or its ONNX export folder "
+        "(`mediasearch export-text-tower`, torch-free); unset: CLIP's own text tower",
+    )
+    query_text_aligned_to: str | None = Field(
+        None,
+        description="the image model the query text tower was trained for (a hub id, e.g. "
+        "openai/clip-vit-base-patch32); set, text queries against an index of another model are refused",
+    )
     tags_top_n: int = Field(10, ge=1, description="tags kept per video")
     tags_min_frames: int = Field(2, ge=1, description="frames that must carry a tag for the video to get it")
     hybrid_keyword_weight: float = Field(defaults.HYBRID_KEYWORD_WEIGHT, ge=0, le=1)

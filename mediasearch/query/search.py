@@ -43,6 +43,7 @@ from mediasearch.core.records import (
 )
 from mediasearch.core.storage import ObjectStore, StoreError, open_uri
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
+from mediasearch.query import compose
 from mediasearch.query.encoder import QueryEncoder, TextVectoriser
 from mediasearch.query.links import MediaLinks
 from mediasearch.query.timing import phase
@@ -171,6 +172,7 @@ class Query:
     field: VectorField = VectorField.CLIP
     text: str | None = None  # set in hybrid mode
     exclude_video_id: str | None = None  # "more like this video" leaves the video itself out
+    composed: compose.ComposedParts | None = None  # a composed query's parts (query.compose)
 
 
 # The service's entry points: each runs against one snapshot of the serving generation.
@@ -270,6 +272,8 @@ class SearchService:
 
         The request-size limit bounds the JSON; this bounds what the image decoder is handed.
         """
+        if req.parts is not None:
+            compose.check_part_sizes(self, req, limit_bytes)
         if req.image is not None:
             decoded = len(req.image) * 3 // 4 - req.image[-2:].count("=")
             if decoded > limit_bytes:
@@ -324,6 +328,8 @@ class SearchService:
     # -- search -------------------------------------------------------------------------------------
 
     def plan(self, req: SearchRequest) -> Query:
+        if req.parts is not None:
+            return compose.plan_parts(self, req)
         if req.mode is SearchMode.CLIP:
             vector, exclude = self.query_vector(req)
             return Query(vector, exclude_video_id=exclude)
@@ -387,6 +393,8 @@ class SearchService:
                 results.extend(self.video_results(query, req))
         with phase("build"):
             results.sort(key=lambda r: r.score, reverse=True)
+            if query.composed is not None:
+                results = compose.explain_parts(self, query.composed, results, req)
             results = results[: req.k]
             return SearchResponse(
                 results=results,

@@ -134,6 +134,17 @@ async function search() {
     what = `“${text}”`;
     rememberQuery(text);
   }
+  const extra = partRows();
+  if (extra.problem) return showError(extra.problem);
+  if (extra.parts.length) {
+    // A composed query: the main query is the first part, at weight 1 (the API takes one or the other).
+    const main = payload.image !== undefined ? { image: payload.image } : { text: payload.text };
+    delete payload.image;
+    delete payload.text;
+    payload.parts = [{ ...main, weight: 1 }, ...extra.parts];
+    what += extra.parts.map((p) => ` ${p.weight < 0 ? "−" : "+"} ${p.label}`).join("");
+    payload.parts.forEach((p) => delete p.label);
+  }
   await run(what, () =>
     api("/search", {
       method: "POST",
@@ -187,6 +198,61 @@ function rememberQuery(text) {
   const url = new URL(window.location.href);
   url.searchParams.set("q", text);
   window.history.replaceState(null, "", url);
+}
+
+// ---- composed queries: extra parts, each text or an image, with a weight --------------------------
+
+$("#add-plus").addEventListener("click", () => addPart(1));
+$("#add-minus").addEventListener("click", () => addPart(-0.5));
+
+function addPart(weight) {
+  const row = el("div", { class: "part-row" });
+  const kind = el("select", { class: "part-kind", "aria-label": "Part kind" });
+  kind.append(el("option", { value: "text" }, "text"), el("option", { value: "image" }, "image"));
+  const text = el("input", { class: "part-text", type: "text", maxlength: "1000", placeholder: weight < 0 ? "what to avoid, e.g. people" : "also this", "aria-label": "Part text" });
+  const file = el("input", { class: "part-file", type: "file", accept: "image/*", hidden: "", "aria-label": "Part image" });
+  const w = el("input", { class: "part-weight", type: "number", min: "-1", max: "1", step: "0.1", value: String(weight), "aria-label": "Part weight", title: "weight in [−1, 1]: negative pushes results away" });
+  const remove = el("button", { type: "button", class: "link part-remove", "aria-label": "Remove this part" }, "✕");
+  kind.addEventListener("change", () => {
+    text.hidden = kind.value !== "text";
+    file.hidden = kind.value !== "image";
+  });
+  file.addEventListener("change", () => {
+    row.dataset.image = "";
+    const picked = file.files[0];
+    if (!picked) return;
+    const reader = new FileReader();
+    reader.onload = () => {
+      const dataUrl = String(reader.result);
+      row.dataset.image = dataUrl.slice(dataUrl.indexOf(",") + 1);
+      row.dataset.name = picked.name;
+    };
+    reader.readAsDataURL(picked);
+  });
+  remove.addEventListener("click", () => row.remove());
+  row.append(kind, text, file, w, remove);
+  $("#part-rows").append(row);
+  text.focus();
+}
+
+// The extra parts as the API takes them (with a label for the status line), or the first problem.
+function partRows() {
+  const parts = [];
+  for (const [i, row] of [...document.querySelectorAll("#part-rows .part-row")].entries()) {
+    const weight = Number.parseFloat(row.querySelector(".part-weight").value);
+    if (!Number.isFinite(weight) || weight < -1 || weight > 1 || weight === 0) {
+      return { parts, problem: `Part ${i + 1}: the weight must be between −1 and 1, and not 0.` };
+    }
+    if (row.querySelector(".part-kind").value === "image") {
+      if (!row.dataset.image) return { parts, problem: `Part ${i + 1}: pick an image.` };
+      parts.push({ image: row.dataset.image, weight, label: row.dataset.name || "an image" });
+    } else {
+      const text = row.querySelector(".part-text").value.trim();
+      if (!text) return { parts, problem: `Part ${i + 1}: type some words, or remove the part.` };
+      parts.push({ text, weight, label: `“${text}”` });
+    }
+  }
+  return { parts, problem: null };
 }
 
 // ---- images: pick, drop or paste ---------------------------------------------------------------
@@ -304,6 +370,16 @@ function card(result) {
   meta.append(score, el("span", { class: "kind" }, result.kind));
   article.append(meta);
   article.append(el("div", { class: "name", title: result.uri }, displayName(result)));
+  if (result.contributions) {
+    // A composed query: what each part added to the score (they add up to it).
+    const list = el("ul", { class: "contributions", "aria-label": "Each part's contribution", title: result.explanation || "" });
+    for (const c of result.contributions) {
+      const label = c.kind === "image" ? "image" : `“${c.label}”`;
+      const sign = c.contribution < 0 ? "−" : "+";
+      list.append(el("li", { class: c.weight < 0 ? "minus" : "plus" }, `${c.weight > 0 ? "+" : ""}${c.weight} × ${label}: ${sign}${Math.abs(c.contribution).toFixed(3)}`));
+    }
+    article.append(list);
+  }
   if (result.caption) article.append(el("p", { class: "caption" }, result.caption));
   if (isVideo && result.strip_url) {
     // Every scene of the video side by side: what it holds besides the scenes that matched.

@@ -39,8 +39,10 @@ def timed_search(service: SearchService, request: SearchRequest) -> Response:
 )
 def search(request: SearchRequest, service: Service, settings: AppSettings) -> Response:
     """Search with exactly one of `text`, `image` (base64), `image_uri` (inside the store) or
-    `video_id` (videos like it). 404: no such video or `image_uri` object; 501: caption mode where
-    the server cannot embed text; 503: the index or the query model is not available."""
+    `video_id` (videos like it), or `parts`: several of those with weights in [-1, 1] (negative pushes
+    away), each result then showing each part's `contributions`. 404: no such video or `image_uri`
+    object; 501: caption mode where the server cannot embed text; 503: the index or the query model is
+    not available."""
     service.check_image_size(request, settings.max_image_bytes)
     return timed_search(service, request)
 
