@@ -4,8 +4,9 @@ Used by tests/test_freshness.py and bench/bench_freshness.py. The writer is anot
 ingest is, so what is measured is what a running server sees of someone else's commits, not what
 one process sees of its own writes.
 
-    python -m tests.freshness writer URI COLLECTION DIM
+    python -m tests.freshness writer URI COLLECTION DIM [ANN_MIN_ROWS]
 
+(ANN_MIN_ROWS lowers the row count from which `optimize` keeps an HNSW graph, for small test tables.)
 reads commands on stdin, one per line, and answers each with one JSON line on stdout:
 
     write N PREFIX  -> {"ids": [...], "committed_at": <time.time() when the upsert returned>}
@@ -62,9 +63,12 @@ def write_documents(index: Any, n: int, prefix: str, dim: int) -> list[str]:
     return [d.id for d in docs]
 
 
-def writer_main(uri: str, collection: str, dim: int) -> None:
+def writer_main(uri: str, collection: str, dim: int, ann_min_rows: int | None = None) -> None:
+    from mediasearch.index import lancedb
     from mediasearch.index.lancedb import LanceDBIndex
 
+    if ann_min_rows is not None:
+        lancedb.ANN_MIN_ROWS = ann_min_rows
     index = LanceDBIndex(uri, collection)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -82,9 +86,12 @@ def writer_main(uri: str, collection: str, dim: int) -> None:
 class Writer:
     """The writer process, driven line by line."""
 
-    def __init__(self, uri: str, collection: str, dim: int, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, uri: str, collection: str, dim: int, env: Mapping[str, str], ann_min_rows: int | None = None
+    ) -> None:
+        extra = [] if ann_min_rows is None else [str(ann_min_rows)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.freshness", "writer", uri, collection, str(dim)],
+            [sys.executable, "-m", "tests.freshness", "writer", uri, collection, str(dim), *extra],
             cwd=ROOT,
             env=dict(env),
             stdin=subprocess.PIPE,
@@ -204,7 +211,7 @@ def server_env(lancedb_uri: Path, store: Path, clip_model: Path, **extra: str) -
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "writer":
-        writer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "writer":
+        writer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), *(int(a) for a in sys.argv[5:]))
     else:
-        sys.exit("usage: python -m tests.freshness writer URI COLLECTION DIM")
+        sys.exit("usage: python -m tests.freshness writer URI COLLECTION DIM [ANN_MIN_ROWS]")

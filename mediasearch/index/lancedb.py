@@ -32,6 +32,7 @@ from lancedb.rerankers import Reranker
 
 from mediasearch.core.defaults import INDEX_REFRESH_S
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
+from mediasearch.index import ann
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
@@ -247,6 +248,8 @@ class LanceDBIndex(VectorIndex):
         # images and scenes) skip its query. The row count is in the key because a dropped and
         # re-created table starts its versions again, so a version alone could match stale kinds.
         self._kinds: tuple[tuple[int, int], frozenset[str]] | None = None
+        # This process's view of the HNSW graph kept beside the table (mediasearch.index.ann).
+        self._ann: Any = None
         # Serialises this process's writers only: merge_insert races on the same ids. Other
         # processes are kept out by the collection's writer lock (mediasearch.index.locks).
         self._write_lock = threading.Lock()
@@ -468,6 +471,31 @@ class LanceDBIndex(VectorIndex):
             # (each write adds one). Skipped otherwise: LanceDB commits a new version even when it
             # finds nothing to do.
             table.optimize()
+        self._maintain_ann(table)
+
+    def _maintain_ann(self, table: Any) -> None:
+        """Bring the HNSW graph beside the table up to this version (mediasearch.index.ann)."""
+        outcome = ann.maintain(table, VectorField.CLIP.value, ANN_MIN_ROWS)
+        log.info("ANN graph of %r: %s", self.collection, outcome)
+
+    def _ann_knn(
+        self, table: Any, vector: np.ndarray, k: int, filter: IndexFilter | None
+    ) -> list[Hit] | None:
+        """k-NN through the HNSW graph, or None where it cannot answer (no graph, remote table, a
+        graph too far behind): LanceDB's own search answers then."""
+        reader = self._ann
+        if reader is None:
+            # One per index: the table's location never changes, and asking LanceDB for it costs.
+            reader = self._ann = ann.AnnReader(
+                table.uri, VectorField.CLIP.value, _FIELD_COLUMNS, ANN_MIN_ROWS, self.refresh_s
+            )
+        if reader.path is None:
+            return None  # remote tables keep LanceDB's own vector index only
+        snapshot = reader.snapshot(table)
+        if snapshot is None:
+            return None
+        found = reader.search(snapshot, vector, k, filter)
+        return _unique_hits(Hit(score=score, document=self._fields(row)) for score, row in found)
 
     def _repair_duplicates(self, table: Any) -> int:
         """Keep one row per id, the last written; returns how many rows were removed.
@@ -533,6 +561,11 @@ class LanceDBIndex(VectorIndex):
             table = self._open()
             if table is None:
                 return []
+            # The HNSW graph beside the table, when there is one that can answer (mediasearch.index.ann).
+            if field is VectorField.CLIP and k > 0:
+                hits = self._ann_knn(table, vector, k, filter)
+                if hits is not None:
+                    return hits
             if filter is not None and filter.kinds:
                 present, wanted = self._kinds_present(table), {k.value for k in filter.kinds}
                 if not present & wanted:

@@ -1,0 +1,575 @@
+"""An HNSW graph (faiss) beside a LanceDB table: a derived, rebuildable cache for k-NN on clip vectors.
+
+LanceDB stays the store of record. Its own vector indices measured 8 ms (IVF_FLAT) and 4.5 ms
+(IVF_HNSW_SQ) per query at 100k x 512 on 2 cores, where a faiss HNSW graph answers in 0.14 ms at the
+same recall (bench/bench_knn.py); usearch measured 0.41 ms (f16) and has no cheaper filtered search,
+so the graph is faiss's `IndexHNSWFlat` (M=16, L2) over the normalised vectors: L2 ranks as cosine does.
+
+The sidecar file. The writer (`maintain`, from `LanceDBIndex.optimize`) keeps one file per table,
+`<table>.lance/_mediasearch/ann_clip_vector.npz`: the serialised graph, and for each graph label the
+Lance row address and the document id it was built from. It is saved atomically (a temp file, fsync,
+rename), so a reader sees the old file or the new one, and a kill -9 mid-save leaves at most a temp
+file. Living inside the table's directory, it goes when the table (a generation) is dropped. Remote
+(S3) tables get no graph: they keep LanceDB's IVF_FLAT index.
+
+Why row addresses make it safe to read at any version. A Lance row address (fragment id, offset)
+names one immutable row: updates delete the old row and append a new one, compaction writes new
+fragments, and fragment ids are never reused within a table. So for the table version a reader holds,
+a live row whose address is in the graph is exactly the row the graph was built from (the document id
+is checked too); graph labels whose row is gone (deleted, replaced, compacted away) are masked out of
+the search; live rows the graph lacks (written since it was built) are the delta, searched exactly.
+Results are therefore exact in what they may return (live rows matching the filter, true cosine
+scores) whatever the age of the file; only recall depends on the graph. When the delta is too large
+(a compaction just moved every row) or the file is missing, damaged or from another table, `knn`
+answers None and the caller falls back to LanceDB's own search.
+
+The writer matches rows to labels by id and by vector equality rather than by address, so a
+compaction (which moves every row) costs a re-read of the vectors, not a rebuild; a rebuild happens
+when a quarter of the graph is dead.
+
+Readers hold, per table version, the graph, the delta's vectors and the document fields of every row
+(in Arrow, no vectors), so a query's documents are a `take`, and filters are evaluated in memory
+with Arrow compute (the same predicates as `lancedb.where_clause`), cached per filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mediasearch.index.base import IndexFilter
+
+
+def _faiss() -> Any:
+    """faiss, imported where a graph is built, read or searched rather than with this module: a
+    process that never meets a local graph (the Lambda reading S3) does not pay its import. Typed
+    Any: faiss's own stubs lack most of what is used here (SearchParametersHNSW, get_xb)."""
+    import faiss
+
+    return faiss
+
+
+# faiss parameters: M=16 links per node, efSearch 64 unfiltered, and efConstruction 80, twice faiss's
+# default: at 100k x 512 (bench/bench_knn.py's mixture) 40 gave recall@10 0.90 at efSearch 64 and
+# needed efSearch 128 (0.21 ms) for 0.95, where 80 gives 0.985 at efSearch 64 (0.19 ms), for a build
+# that takes 1.8x as long.
+HNSW_M = 16
+EF_CONSTRUCTION = 80
+EF_SEARCH = 64
+# A filtered graph search walks the whole graph but only collects allowed nodes: with a fraction s of
+# the nodes allowed, efSearch / s keeps about efSearch allowed candidates. Capped: past this, exact.
+EF_SEARCH_MAX = 2048
+# Filters allowing at most this many graph rows are searched exactly over the allowed rows: a graph
+# walk would visit mostly rows it must skip, and reading a few thousand vectors costs less (about
+# 1 ms for 10k x 512 on one core). Up to SUBSET_MAX_ROWS, their vectors are copied out and kept
+# with the filter; past it, the flat search reads them in place through the filter's bitmap.
+SUBSET_MAX_ROWS = 1024
+EXACT_MAX_ROWS = 10_000
+# Live rows missing from the graph that a reader searches exactly; beyond, the graph is not used
+# (LanceDB searches) until the writer's next `optimize` has folded them in.
+DELTA_MAX_ROWS = 50_000
+# Rows whose vectors a reader compares with the graph's when it loads a file.
+SAMPLE_ROWS = 16
+# The writer rebuilds instead of adding once this fraction of the graph's labels is dead.
+REBUILD_DEAD_FRACTION = 0.25
+# Filters whose masks a reader keeps, per table version.
+FILTER_CACHE = 64
+# Rows whose vectors the writer compares with the graph's at a time.
+COMPARE_CHUNK = 65_536
+# Sidecar format; a file of another format is ignored (rebuilt by the writer).
+FORMAT = 1
+SIDECAR_DIR = "_mediasearch"
+DEAD = np.uint64(np.iinfo(np.uint64).max)
+# Temp files older than this are debris of a killed save.
+STALE_TEMP_S = 3600.0
+
+log = logging.getLogger(__name__)
+
+# What reading or writing a sidecar may raise: a damaged file fails in numpy's zip reader, in faiss's
+# deserialiser (RuntimeError) or in json; a full disk or a missing folder in the OS.
+SIDECAR_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    EOFError,
+    zipfile.BadZipFile,
+)
+# What `maintain` logs instead of failing the write: the graph is a cache.
+MAINTAIN_ERRORS: tuple[type[Exception], ...] = (*SIDECAR_ERRORS, MemoryError)
+
+
+def sidecar_path(table_uri: str, field: str) -> Path | None:
+    """Where the graph of `field` of the table at `table_uri` lives; None where no graph is kept."""
+    if "://" in table_uri and not table_uri.startswith("file://"):
+        return None
+    return Path(table_uri.removeprefix("file://")) / SIDECAR_DIR / f"ann_{field}.npz"
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero): inner product is then cosine similarity."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+@dataclass
+class Graph:
+    """A graph and, per label, the row it was built from (`DEAD` address and "" id once gone)."""
+
+    index: Any  # faiss.IndexHNSWFlat, inner product
+    rowaddr: np.ndarray  # uint64 per label
+    ids: np.ndarray  # str per label
+    version: int  # the table version the writer last brought it up to
+    _view: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def vectors(self) -> np.ndarray:
+        """The stored (normalised) vectors, a view of the graph's own storage: no copy."""
+        view = self._view
+        if view is None or len(view) != self.index.ntotal:  # an add may have moved the storage
+            faiss = _faiss()
+
+            storage = faiss.downcast_index(self.index.storage)
+            flat = faiss.rev_swig_ptr(storage.get_xb(), self.index.ntotal * self.index.d)
+            view = self._view = np.asarray(flat).reshape(self.index.ntotal, self.index.d)
+        return view
+
+
+def build(vectors: np.ndarray) -> Any:
+    faiss = _faiss()
+
+    # L2 on unit vectors ranks as cosine does; faiss builds an L2 graph about twice as fast as an
+    # inner-product one, at the same recall.
+    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_L2)
+    index.hnsw.efConstruction = EF_CONSTRUCTION
+    index.add(vectors)
+    return index
+
+
+def save(path: Path, graph: Graph) -> None:
+    """Write atomically: a reader or a killed writer never meets half a file."""
+    faiss = _faiss()
+
+    blob = faiss.serialize_index(graph.index)
+    meta = {"format": FORMAT, "version": graph.version, "dim": graph.dim, "digest": _digest(blob)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_debris(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(
+                out,
+                meta=np.array(json.dumps(meta)),
+                graph=blob,
+                rowaddr=graph.rowaddr.astype(np.uint64),
+                ids=graph.ids.astype(str),
+            )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> Graph | None:
+    """The graph in `path`, or None when it is missing, damaged or of another format (logged)."""
+    faiss = _faiss()
+
+    try:
+        # Straight from the file, not through a bytes copy: at 1M x 512 the graph is 2 GB.
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            blob, rowaddr, ids = npz["graph"], npz["rowaddr"], npz["ids"]
+        if meta.get("format") != FORMAT:
+            return None
+        if _digest(blob) != meta["digest"]:
+            raise ValueError("digest mismatch")
+        index = faiss.deserialize_index(blob)
+        if index.ntotal != len(rowaddr) or len(ids) != len(rowaddr) or index.d != meta["dim"]:
+            raise ValueError("label arrays do not match the graph")
+        return Graph(index=index, rowaddr=rowaddr.astype(np.uint64), ids=ids, version=int(meta["version"]))
+    except FileNotFoundError:
+        return None
+    except SIDECAR_ERRORS as exc:  # json's errors are ValueErrors
+        log.warning("ANN sidecar %s is damaged (%s); ignoring it until the writer rebuilds it", path, exc)
+        return None
+
+
+def _digest(blob: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(blob).data, digest_size=16).hexdigest()
+
+
+def _clear_debris(folder: Path) -> None:
+    now = time.time()
+    for tmp in folder.glob("*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+def _file_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# -- writer ---------------------------------------------------------------------------------------
+
+
+def maintain(table: Any, field: str, min_rows: int) -> str:
+    """Bring the table's graph up to its current version; returns what was done (for the log/tests).
+
+    Called by `optimize()` after compaction, with the writer lock held. Cheap when the file already
+    describes this version; a graph is a cache, so a failure here is logged, never raised.
+    """
+    path = sidecar_path(table.uri, field)
+    if path is None:
+        return "remote"
+    try:
+        return _maintain(table, field, min_rows, path)
+    except MAINTAIN_ERRORS as exc:
+        log.warning("could not update the ANN graph %s (%s); queries fall back to LanceDB", path, exc)
+        return "failed"
+
+
+def _maintain(table: Any, field: str, min_rows: int, path: Path) -> str:
+    version = int(table.version)
+    n = int(table.count_rows())
+    if n < min_rows:
+        path.unlink(missing_ok=True)  # small tables are searched exactly
+        return "small"
+    old = load(path)
+    if old is not None and old.version == version:
+        return "current"
+    rows = table.search().select(["id", field]).with_row_id(True).limit(None).to_arrow()
+    if pc.count_distinct(rows["id"]).as_py() != rows.num_rows:
+        return "duplicates"  # optimize repairs them first; do not build from an ambiguous table
+    ids = np.asarray(rows["id"].to_numpy(zero_copy_only=False)).astype(str)
+    rowaddr = rows["_rowid"].to_numpy().astype(np.uint64)
+    column = rows[field].combine_chunks()
+    vectors = normalised(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size))
+    del rows, column
+    if old is not None and old.dim == vectors.shape[1]:
+        updated = _update(old, ids, rowaddr, vectors)
+        if updated is not None:
+            updated.version = version
+            save(path, updated)
+            return "updated"
+    save(path, Graph(index=build(vectors), rowaddr=rowaddr, ids=ids, version=version))
+    return "built"
+
+
+def _update(old: Graph, ids: np.ndarray, rowaddr: np.ndarray, vectors: np.ndarray) -> Graph | None:
+    """The old graph with each row matched to its label (same id, same vector) and the rest added; None
+    when too much of it is dead to keep."""
+    label_of = {id_: label for label, id_ in enumerate(old.ids.tolist()) if old.rowaddr[label] != DEAD}
+    labels = np.fromiter((label_of.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+    known = labels >= 0
+    stored = old.vectors()
+    same = np.zeros(len(ids), dtype=bool)
+    for start in range(0, len(ids), COMPARE_CHUNK):  # in chunks: a whole comparison is n x dim bytes
+        part = slice(start, start + COMPARE_CHUNK)
+        ok = known[part]
+        chunk = np.zeros(int(ok.sum()), dtype=bool)
+        if ok.any():
+            chunk = np.all(stored[labels[part][ok]] == vectors[part][ok], axis=1)
+        same[part][ok] = chunk
+    new = np.flatnonzero(~same)
+    dead = old.index.ntotal - int(same.sum())
+    if dead > REBUILD_DEAD_FRACTION * (old.index.ntotal + len(new)):
+        return None
+    start = old.index.ntotal
+    if len(new):
+        old.index.add(vectors[new])
+    total = old.index.ntotal
+    new_rowaddr = np.full(total, DEAD, dtype=np.uint64)
+    new_ids = np.full(
+        total, "", dtype=ids.dtype if ids.dtype.itemsize >= old.ids.dtype.itemsize else old.ids.dtype
+    )
+    new_rowaddr[labels[same]] = rowaddr[same]
+    new_ids[labels[same]] = ids[same]
+    new_rowaddr[start:] = rowaddr[new]
+    new_ids[start:] = ids[new]
+    return Graph(index=old.index, rowaddr=new_rowaddr, ids=new_ids, version=old.version)
+
+
+# -- reader ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Allowed:
+    """What a filter allows in one snapshot."""
+
+    labels: np.ndarray  # graph labels, live and matching
+    delta: np.ndarray  # positions into the snapshot's delta rows
+    bitmap: np.ndarray | None = None  # faiss IDSelectorBitmap's bits (kept alive with the selector)
+    selector: Any = None
+    subset: np.ndarray | None = None  # the allowed labels' vectors, when few
+    exact: bool = False  # searched exactly through the selector rather than the graph
+
+
+@dataclass
+class Snapshot:
+    """One table version as the graph sees it."""
+
+    version: int  # the table version it describes
+    # The sidecar file it was loaded from (inode, size, mtime): a dropped and re-created table starts
+    # its versions again, but its file (deleted with the old table) is another one.
+    file_key: tuple[int, int, int] | None
+    graph: Graph
+    fields: pa.Table  # every live row's document fields, no vectors
+    row_of_label: np.ndarray  # int64: the row (position in fields) of each graph label, -1 when dead
+    all_live: bool  # no label is dead: an unfiltered search needs no selector
+    delta_rows: np.ndarray  # positions in fields of rows the graph lacks
+    delta_vectors: np.ndarray  # their normalised vectors
+    filters: OrderedDict[IndexFilter | None, _Allowed] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class AnnReader:
+    """A process's view of one table's graph, rebuilt when the table version or the file changes."""
+
+    def __init__(
+        self, table_uri: str, field: str, columns: list[str], min_rows: int, refresh_s: float
+    ) -> None:
+        self.path = sidecar_path(table_uri, field)
+        self.field = field
+        self.columns = columns
+        self.min_rows = min_rows
+        self.refresh_s = refresh_s
+        self._snapshot: Snapshot | None = None
+        # When the table version and the file were last looked at (monotonic seconds).
+        self._checked: float | None = None
+        # (table version, file key) last found unusable: not tried again until either changes.
+        self._unusable: tuple[int, tuple[int, int, int] | None] | None = None
+        self._lock = threading.Lock()
+
+    def snapshot(self, table: Any) -> Snapshot | None:
+        """The snapshot for the table's current version, or None where the graph cannot answer.
+
+        The table version and the file are looked at once per `refresh_s` (every call when 0): each
+        look is a round trip into LanceDB, several times the cost of the search itself. LanceDB's
+        handle re-reads the version at most that often too, so writes still show within `refresh_s`.
+        """
+        if self.path is None:
+            return None
+        now = time.monotonic()
+        if self._checked is not None and now - self._checked < self.refresh_s:
+            return self._snapshot
+        version, file_key = int(table.version), _file_key(self.path)
+        with self._lock:
+            snap = self._snapshot
+            if snap is None or snap.version != version or snap.file_key != file_key:
+                if self._unusable == (version, file_key) or file_key is None:
+                    snap = None
+                else:
+                    snap = self._load(table, version, file_key)
+                    self._unusable = None if snap is not None else (version, file_key)
+                self._snapshot = snap
+            self._checked = now
+            return snap
+
+    def _load(self, table: Any, version: int, file_key: tuple[int, int, int] | None) -> Snapshot | None:
+        assert self.path is not None
+        old = self._snapshot
+        # The same file as the last snapshot: keep its graph, only the table moved on.
+        graph = old.graph if old is not None and old.file_key == file_key else load(self.path)
+        if graph is None:
+            return None
+        fields = table.search().select(self.columns).with_row_id(True).limit(None).to_arrow()
+        if fields.num_rows < self.min_rows or pc.count_distinct(fields["id"]).as_py() != fields.num_rows:
+            return None
+        rowaddr = fields["_rowid"].to_numpy().astype(np.uint64)
+        fields = fields.drop_columns(["_rowid"]).combine_chunks()
+        order = np.argsort(graph.rowaddr, kind="stable")
+        sorted_addr = graph.rowaddr[order]
+        pos = np.minimum(np.searchsorted(sorted_addr, rowaddr), len(sorted_addr) - 1)
+        matched = sorted_addr[pos] == rowaddr
+        labels = order[pos[matched]]
+        rows = np.flatnonzero(matched)
+        same_ids = pc.all(pc.equal(pa.array(graph.ids[labels]), fields["id"].take(pa.array(rows)))).as_py()
+        if same_ids is False:
+            log.warning("ANN sidecar %s does not describe this table (ids differ); not using it", self.path)
+            return None
+        # Ids can coincide between tables (a file copied from a table with the same ids and layout):
+        # a few stored vectors must match the table's too.
+        sample = np.linspace(0, len(rows) - 1, min(len(rows), SAMPLE_ROWS)).astype(np.int64)
+        stored = self._vectors(table, rowaddr[rows[sample]], graph.dim)
+        if stored is None or not np.allclose(stored, graph.vectors()[labels[sample]], atol=1e-6):
+            log.warning(
+                "ANN sidecar %s does not describe this table (vectors differ); not using it", self.path
+            )
+            return None
+        delta_rows = np.flatnonzero(~matched)
+        if len(delta_rows) > DELTA_MAX_ROWS:
+            log.info("%d rows are not in the ANN graph yet; LanceDB searches until optimize", len(delta_rows))
+            return None
+        delta_vectors = self._vectors(table, rowaddr[delta_rows], graph.dim)
+        if delta_vectors is None:
+            return None
+        row_of_label = np.full(graph.index.ntotal, -1, dtype=np.int64)
+        row_of_label[labels] = rows
+        all_live = bool(len(labels) == graph.index.ntotal)
+        return Snapshot(version, file_key, graph, fields, row_of_label, all_live, delta_rows, delta_vectors)
+
+    def _vectors(self, table: Any, rowaddr: np.ndarray, dim: int) -> np.ndarray | None:
+        if not len(rowaddr):
+            return np.zeros((0, dim), dtype=np.float32)
+        got = table.take_row_ids(rowaddr.tolist()).select([self.field]).with_row_id().to_arrow()
+        if got.num_rows != len(rowaddr):
+            return None  # the version moved under us; the next query tries again
+        column = got[self.field].combine_chunks()
+        vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+        if vectors.shape[1] != dim:
+            return None
+        # take_row_ids returns rows in address order, not in the order asked.
+        where = {int(a): i for i, a in enumerate(got["_rowid"].to_numpy())}
+        return normalised(vectors[[where[int(a)] for a in rowaddr]])
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def search(
+        self, snap: Snapshot, vector: np.ndarray, k: int, flt: IndexFilter | None
+    ) -> list[tuple[float, dict[str, Any]]]:
+        """The k best live rows matching `flt`: (cosine similarity, document fields), best first."""
+        query = normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        allowed = self._allowed(snap, flt)
+        scores: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        if allowed is None or len(allowed.labels):
+            labels, sims = self._graph_part(snap, allowed, query, k)
+            scores.append(sims)
+            rows.append(snap.row_of_label[labels])
+        delta = snap.delta_rows if allowed is None else snap.delta_rows[allowed.delta]
+        if len(delta):
+            dvec = snap.delta_vectors if allowed is None else snap.delta_vectors[allowed.delta]
+            sims = dvec @ query[0]
+            top = np.argsort(-sims)[:k]
+            scores.append(sims[top])
+            rows.append(delta[top])
+        if not scores:
+            return []
+        all_scores, all_rows = np.concatenate(scores), np.concatenate(rows)
+        best = np.argsort(-all_scores, kind="stable")[:k]
+        docs = snap.fields.take(pa.array(all_rows[best])).to_pylist()
+        # Rounding can take a normalised dot product a hair past 1.
+        return [(min(1.0, max(-1.0, s)), d) for s, d in zip(all_scores[best].tolist(), docs, strict=True)]
+
+    def _graph_part(
+        self, snap: Snapshot, allowed: _Allowed | None, query: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+
+        graph = snap.graph
+        if allowed is not None and allowed.subset is not None:
+            labels = allowed.labels[np.argsort(-(allowed.subset @ query[0]))[:k]]
+        elif allowed is not None and allowed.exact:
+            # Exact over the allowed rows, reading only theirs: the graph's own flat storage with the
+            # filter's bitmap, no copy of the subset.
+            params = faiss.SearchParameters(sel=allowed.selector)
+            _, found = faiss.downcast_index(graph.index.storage).search(query, k, params=params)
+            labels = found[0][found[0] >= 0]
+        else:
+            ef = max(EF_SEARCH, k)
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+            if allowed is not None:
+                # faiss walks disallowed nodes too but collects only allowed ones; a larger beam makes
+                # up for the candidates a sparse filter leaves out of it.
+                fraction = len(allowed.labels) / max(1, graph.index.ntotal)
+                params.efSearch = min(EF_SEARCH_MAX, math.ceil(ef / math.sqrt(fraction)))
+                params.sel = allowed.selector
+            _, found = graph.index.search(query, k, params=params)
+            labels = found[0][found[0] >= 0]
+        # Scores from the stored vectors themselves: the cosine similarity, not 1 - L2^2 / 2 rounded.
+        return labels, graph.vectors()[labels] @ query[0]
+
+    def _allowed(self, snap: Snapshot, flt: IndexFilter | None) -> _Allowed | None:
+        """The live rows `flt` allows (None: every row, and every graph label is live)."""
+        if flt is None or flt.is_empty():
+            if snap.all_live:
+                return None
+            flt = IndexFilter()  # no filter, but the dead labels must be skipped
+        with snap.lock:
+            cached = snap.filters.get(flt)
+            if cached is not None:
+                snap.filters.move_to_end(flt)
+                return cached
+        faiss = _faiss()
+
+        mask = filter_mask(snap.fields, flt)
+        live = snap.row_of_label >= 0
+        label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
+        label_ok[live] = mask[snap.row_of_label[live]]
+        labels = np.flatnonzero(label_ok)
+        allowed = _Allowed(labels=labels, delta=np.flatnonzero(mask[snap.delta_rows]))
+        if len(labels) <= SUBSET_MAX_ROWS:
+            allowed.subset = np.ascontiguousarray(snap.graph.vectors()[labels])
+        else:
+            allowed.exact = len(labels) <= EXACT_MAX_ROWS
+            allowed.bitmap = np.packbits(label_ok, bitorder="little")
+            allowed.selector = faiss.IDSelectorBitmap(snap.graph.index.ntotal, faiss.swig_ptr(allowed.bitmap))
+        with snap.lock:
+            snap.filters[flt] = allowed
+            while len(snap.filters) > FILTER_CACHE:
+                snap.filters.popitem(last=False)
+        return allowed
+
+
+def filter_mask(fields: pa.Table, flt: IndexFilter) -> np.ndarray:
+    """Which rows match `flt`: the predicates of `lancedb.where_clause`, in Arrow compute (a null
+    compares false, as in SQL)."""
+    n = fields.num_rows
+    conditions: list[Callable[[], Any]] = []
+    if flt.kinds:
+        conditions.append(lambda: pc.is_in(fields["kind"], pa.array([k.value for k in flt.kinds])))
+    if flt.video_id is not None:
+        conditions.append(lambda: pc.equal(fields["video_id"], flt.video_id))
+    if flt.exclude_video_id is not None:
+        conditions.append(
+            lambda: pc.or_kleene(
+                pc.is_null(fields["video_id"]), pc.not_equal(fields["video_id"], flt.exclude_video_id)
+            )
+        )
+    if flt.uri_prefix is not None:
+        conditions.append(lambda: pc.starts_with(fields["uri"], pattern=flt.uri_prefix))
+    if flt.min_width is not None:
+        conditions.append(lambda: pc.greater_equal(fields["width"], int(flt.min_width or 0)))
+    if flt.min_height is not None:
+        conditions.append(lambda: pc.greater_equal(fields["height"], int(flt.min_height or 0)))
+    mask = np.ones(n, dtype=bool)
+    for condition in conditions:
+        mask &= pc.fill_null(condition(), False).to_numpy(zero_copy_only=False)
+    if flt.tags:
+        tags = fields["tags"].combine_chunks()
+        flat, parents = pc.list_flatten(tags), pc.list_parent_indices(tags).to_numpy(zero_copy_only=False)
+        for tag in flt.tags:
+            has = np.zeros(n, dtype=bool)
+            hit = pc.fill_null(pc.equal(flat, tag), False).to_numpy(zero_copy_only=False)
+            has[parents[hit]] = True
+            mask &= has
+    return mask
