@@ -24,7 +24,7 @@ from mediasearch.cli_support import (
     source_store,
     source_uri,
 )
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
+from mediasearch.core.choices import Aggregation, ResultKind, SearchMode, VideoEncoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -229,7 +229,7 @@ def _ingest(
     try:
         done = ingest_collection(
             backends.collection(settings),
-            handler.model.identity,
+            backends.index_identity(settings, handler.model.identity),
             root,
             run,
             wait=wait,
@@ -402,7 +402,7 @@ def load(
 
     root = open_store(folder(location)).root_uri
     assert handler.model is not None  # the CLIP handler always has its model
-    identity = handler.model.identity
+    identity = backends.index_identity(settings, handler.model.identity)
     done = _locked(lambda: ingest_collection(backends.collection(settings), identity, root, run))
     echo_summary(summarize(done.report))
 
@@ -423,6 +423,10 @@ def search(
         Aggregation, typer.Option(help="how a video's score is made from its matching scenes' scores")
     ] = Aggregation.MAX,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole response as JSON")] = False,
+    encoder: Annotated[
+        VideoEncoder,
+        typer.Option(help="with --video: whole-video CLIP vectors, or the trained video encoder's features"),
+    ] = VideoEncoder.CLIP,
 ) -> None:
     """Search the index from the command line (no server needed): a text query, --image or --video.
 
@@ -442,10 +446,14 @@ def search(
         raise error("give a text query, --image FILE or --video ID (see mediasearch search --help)")
     if len(given) > 1:
         raise error(f"give one query, not {' and '.join(given)}: the text would be ignored otherwise")
+    if encoder is not VideoEncoder.CLIP and video is None:
+        raise error(f"--encoder {encoder.value} compares videos: give --video ID (or use `similar`)")
     if image is not None and not image.is_file():
         raise error(f"no such file: {image}" if not image.exists() else f"{image} is a folder, not an image")
     settings = _settings()
     payload: dict[str, object] = {"k": k, "mode": mode, "aggregation": aggregation}
+    if encoder is not VideoEncoder.CLIP:
+        payload["encoder"] = encoder
     if kind:
         payload["kinds"] = kind
     if image is not None:
@@ -493,6 +501,13 @@ def _loading_model(settings: Settings) -> None:
 def similar(
     video_id: Annotated[str, typer.Argument(help="a video's id, as `search` prints it")],
     k: Annotated[int, typer.Option(help="how many videos (1 to 100)")] = 5,
+    encoder: Annotated[
+        VideoEncoder,
+        typer.Option(
+            help="clip: whole-video CLIP vectors; learned: the trained video encoder's features "
+            "(an index built with MEDIASEARCH_VIDEO_ENCODER)"
+        ),
+    ] = VideoEncoder.CLIP,
 ) -> None:
     """The k videos most like VIDEO_ID (video-to-video recommendation; loads no model)."""
     search(
@@ -504,6 +519,7 @@ def similar(
         mode=SearchMode.CLIP,
         aggregation=Aggregation.MAX,
         as_json=False,
+        encoder=encoder,
     )
 
 

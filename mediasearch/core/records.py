@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 # Defined in core.choices (importable without pydantic, for the CLI) and imported from here as before.
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
+from mediasearch.core.choices import Aggregation, ResultKind, SearchMode, VideoEncoder
 from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
 
 
@@ -162,6 +162,9 @@ class IndexDocument(DocumentFields):
 
     clip_vector: Vector
     caption_vector: Vector | None = None
+    # Videos only, where MEDIASEARCH_VIDEO_ENCODER is set: the trained video encoder's feature
+    # (`mediasearch train video-encoder`), what `similar --encoder learned` ranks by.
+    learned_vector: Vector | None = None
 
 
 class SearchFilters(BaseModel):
@@ -249,6 +252,11 @@ class SearchRequest(BaseModel):
         default=None, description="hybrid mode only; default: MEDIASEARCH_HYBRID_*_WEIGHT"
     )
     filters: SearchFilters = Field(default_factory=SearchFilters)
+    encoder: VideoEncoder = Field(
+        default=VideoEncoder.CLIP,
+        description="with video_id: compare whole-video CLIP vectors (clip) or the trained video "
+        "encoder's features (learned)",
+    )
 
     @field_validator(*QUERY_FIELDS, mode="before")
     @classmethod
@@ -271,6 +279,8 @@ class SearchRequest(BaseModel):
             raise ValueError(
                 f"give exactly one of text, image, image_uri, video_id (got {', '.join(given) or 'none'})"
             )
+        if self.encoder is VideoEncoder.LEARNED and self.video_id is None:
+            raise ValueError("encoder=learned compares videos: give video_id")
         return self
 
 

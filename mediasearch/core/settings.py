@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     caption_max_length: int = Field(24, ge=4, le=128)
     caption_beams: int = Field(1, ge=1, le=8)
     text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="caption text embedder")
+    video_encoder: str | None = Field(
+        None,
+        description="a trained video encoder (`mediasearch train video-encoder`'s OUT/encoder): ingest "
+        "stores its feature with every video, for `similar --encoder learned`",
+    )
     tags_top_n: int = Field(10, ge=1, description="tags kept per video")
     tags_min_frames: int = Field(2, ge=1, description="frames that must carry a tag for the video to get it")
     hybrid_keyword_weight: float = Field(defaults.HYBRID_KEYWORD_WEIGHT, ge=0, le=1)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from mediasearch.core.choices import VideoEncoder
 from mediasearch.core.records import ResultKind, SearchRequest, SearchResponse
 from mediasearch.query.api.deps import AppSettings, Service
 from mediasearch.query.api.responses import documented
@@ -17,7 +18,7 @@ router = APIRouter(tags=["search"], dependencies=guarded)
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses=documented(400, 401, 404, 413, 501, 503),
+    responses=documented(400, 401, 404, 409, 413, 501, 503),
 )
 def search(request: SearchRequest, service: Service, settings: AppSettings) -> SearchResponse:
     """Search with exactly one of `text`, `image` (base64), `image_uri` (inside the store) or
@@ -30,12 +31,17 @@ def search(request: SearchRequest, service: Service, settings: AppSettings) -> S
 @router.get(
     "/videos/{video_id}/similar",
     response_model=SearchResponse,
-    responses=documented(401, 404, 503),
+    responses=documented(401, 404, 409, 503),
 )
 def similar_videos(
     video_id: Annotated[str, Path(min_length=1, max_length=64)],
     service: Service,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
+    encoder: Annotated[
+        VideoEncoder,
+        Query(description="clip: whole-video CLIP vectors; learned: the trained video encoder's features"),
+    ] = VideoEncoder.CLIP,
 ) -> SearchResponse:
-    """The k videos most like this one, by whole-video vectors."""
-    return service.search(SearchRequest(video_id=video_id, k=k, kinds=[ResultKind.VIDEO]))
+    """The k videos most like this one, by whole-video vectors. 409: `encoder=learned` on an index
+    built without a video encoder."""
+    return service.search(SearchRequest(video_id=video_id, k=k, kinds=[ResultKind.VIDEO], encoder=encoder))
