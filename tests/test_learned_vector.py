@@ -166,12 +166,13 @@ def test_similar_with_the_learned_encoder_ranks_by_its_feature(ingested) -> None
 def test_learned_needs_a_video_and_an_index_built_with_an_encoder(
     tmp_path: Path, clip_model: ClipModel
 ) -> None:
-    with pytest.raises(ValueError, match="encoder=learned compares videos"):
-        SearchRequest(text="a dog", encoder=EncoderChoice.LEARNED)
     index: VectorIndex = LanceDBIndex(str(tmp_path / "db"), "media")
     index.create(IndexSpec(clip_dim=8))
     index.upsert([video(1, None), video(2, None)])
     service = SearchService(index, LocalEncoder(clip_model), None, MediaLinks())
+    with pytest.raises(QueryError, match="encoder=learned compares videos") as wrong:
+        service.search(SearchRequest(text="a dog", encoder=EncoderChoice.LEARNED))
+    assert wrong.value.status == 400 and wrong.value.field == "encoder"
     with pytest.raises(QueryError, match="no learned vector") as caught:
         service.search(SearchRequest(video_id="v1", encoder=EncoderChoice.LEARNED))
     assert caught.value.status == 409

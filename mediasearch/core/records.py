@@ -279,8 +279,6 @@ class SearchRequest(BaseModel):
             raise ValueError(
                 f"give exactly one of text, image, image_uri, video_id (got {', '.join(given) or 'none'})"
             )
-        if self.encoder is VideoEncoder.LEARNED and self.video_id is None:
-            raise ValueError("encoder=learned compares videos: give video_id")
         return self
 
 

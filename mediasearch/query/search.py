@@ -286,6 +286,8 @@ class SearchService:
 
     def query_vector(self, req: SearchRequest) -> tuple[np.ndarray, str | None]:
         """The vector to search with, and the id of a video to leave out of its own neighbours."""
+        if req.encoder is VideoEncoder.LEARNED and req.video_id is None:
+            raise QueryError("encoder", "encoder=learned compares videos: give video_id")
         if req.text is not None:
             if not req.text.strip():
                 raise QueryError("text", "text is blank")
