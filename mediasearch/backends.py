@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediasearch.core.layout import WorkLayout
+from mediasearch.core.model_identity import ModelIdentity, clip_part, with_video_encoder
 from mediasearch.core.settings import ClipEngine, ClipPrecision, EncoderBackend, IndexBackend, Settings
 from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from mediasearch.indexing.video import VideoOptions
     from mediasearch.models.captioner import CaptionModel
     from mediasearch.models.text_embedder import TextEmbedder
+    from mediasearch.models.video_encoder import VideoEncoder
 
 
 def store(settings: Settings) -> ObjectStore:
@@ -132,7 +134,7 @@ def for_model(settings: Settings, model_id: str, source: str) -> Settings:
 
     if not model_id:  # no generation yet: whatever is configured
         return settings.model_copy(update={"clip_model": source})
-    precision = ClipPrecision(precision_of(model_id))
+    precision = ClipPrecision(precision_of(clip_part(model_id)))
     update: dict[str, object] = {"clip_model": source, "clip_precision": precision}
     if precision is not ClipPrecision.FP32:
         update["clip_engine"] = ClipEngine.ONNX
@@ -400,7 +402,28 @@ def loader(settings: Settings, source: ObjectStore, target: VectorIndex | None =
         work_layout(settings),
         text_embedder=text_embedder(settings),
         tags=tag_options(settings),
+        video_encoder=video_encoder(settings),
     )
+
+
+def video_encoder(settings: Settings) -> VideoEncoder | None:
+    """The trained video encoder MEDIASEARCH_VIDEO_ENCODER names, or None (loaded on first use)."""
+    if not settings.video_encoder:
+        return None
+    from mediasearch.models.video_encoder import VideoEncoder
+
+    return VideoEncoder(settings.video_encoder)
+
+
+def index_identity(settings: Settings, clip: ModelIdentity) -> ModelIdentity:
+    """What a generation is built with: the CLIP, and the video encoder where one is configured.
+
+    The encoder's feature is stored on every video, so another encoder (or none, after one) makes a
+    new generation, rebuilt beside the serving one as for a new CLIP: a generation never mixes two
+    encoders' vectors, and the switch is atomic.
+    """
+    encoder = video_encoder(settings)
+    return clip if encoder is None else with_video_encoder(clip, encoder.identity)
 
 
 def pipeline(

@@ -25,7 +25,7 @@ from mediasearch.cli_support import (
     source_store,
     source_uri,
 )
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
+from mediasearch.core.choices import Aggregation, ResultKind, SearchMode, VideoEncoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -230,7 +230,7 @@ def _ingest(
     try:
         done = ingest_collection(
             backends.collection(settings),
-            handler.model.identity,
+            backends.index_identity(settings, handler.model.identity),
             root,
             run,
             wait=wait,
@@ -403,7 +403,7 @@ def load(
 
     root = open_store(folder(location)).root_uri
     assert handler.model is not None  # the CLIP handler always has its model
-    identity = handler.model.identity
+    identity = backends.index_identity(settings, handler.model.identity)
     done = _locked(lambda: ingest_collection(backends.collection(settings), identity, root, run))
     echo_summary(summarize(done.report))
 
@@ -460,6 +460,10 @@ def search(
             metavar="KIND:VALUE[:W]",
         ),
     ] = None,
+    encoder: Annotated[
+        VideoEncoder,
+        typer.Option(help="with --video: whole-video CLIP vectors, or the trained video encoder's features"),
+    ] = VideoEncoder.CLIP,
 ) -> None:
     """Search the index from the command line (no server needed): a text query, --image or --video.
 
@@ -488,6 +492,8 @@ def search(
         raise error("give a text query, --image FILE or --video ID (see mediasearch search --help)")
     if len(given) > 1:
         raise error(f"give one query, not {' and '.join(given)}: the text would be ignored otherwise")
+    if encoder is not VideoEncoder.CLIP and video is None:
+        raise error(f"--encoder {encoder.value} compares videos: give --video ID (or use `similar`)")
     if image is not None and not image.is_file():
         raise error(f"no such file: {image}" if not image.exists() else f"{image} is a folder, not an image")
     settings = _settings()
@@ -501,6 +507,8 @@ def search(
             raise error(f"--bbox: give four numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, not {bbox!r}") from None
     if filters:
         payload["filters"] = filters
+    if encoder is not VideoEncoder.CLIP:
+        payload["encoder"] = encoder
     if kind:
         payload["kinds"] = kind
     if image is not None:
@@ -566,6 +574,13 @@ def _loading_model(settings: Settings) -> None:
 def similar(
     video_id: Annotated[str, typer.Argument(help="a video's id, as `search` prints it")],
     k: Annotated[int, typer.Option(help="how many videos (1 to 100)")] = 5,
+    encoder: Annotated[
+        VideoEncoder,
+        typer.Option(
+            help="clip: whole-video CLIP vectors; learned: the trained video encoder's features "
+            "(an index built with MEDIASEARCH_VIDEO_ENCODER)"
+        ),
+    ] = VideoEncoder.CLIP,
 ) -> None:
     """The k videos most like VIDEO_ID (video-to-video recommendation; loads no model)."""
     search(
@@ -577,6 +592,7 @@ def similar(
         mode=SearchMode.CLIP,
         aggregation=Aggregation.MAX,
         as_json=False,
+        encoder=encoder,
     )
 
 

@@ -95,6 +95,16 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
                     "parameters": {"m": 16, "ef_construction": 128},
                 },
             },
+            "learned_vector": {
+                "type": "knn_vector",
+                "dimension": 4096,
+                "method": {
+                    "name": "hnsw",
+                    "engine": "faiss",
+                    "space_type": "innerproduct",
+                    "parameters": {"m": 16, "ef_construction": 128},
+                },
+            },
         },
     },
 }
@@ -251,7 +261,7 @@ def test_knn_query_puts_the_filter_inside_knn() -> None:
     # The "Using a Faiss efficient filter" request, with our field names.
     assert body == {
         "size": 5,
-        "_source": {"excludes": ["clip_vector", "caption_vector"]},
+        "_source": {"excludes": ["clip_vector", "caption_vector", "learned_vector"]},
         "query": {
             "knn": {
                 "clip_vector": {
@@ -340,7 +350,9 @@ def _bulk_item(op: str, id: str, status: int, result: str) -> dict[str, Any]:
 
 
 def _source_without_vectors(doc: IndexDocument) -> dict[str, Any]:
-    return doc.model_dump(mode="json", exclude_none=True, exclude={"clip_vector", "caption_vector"})
+    return doc.model_dump(
+        mode="json", exclude_none=True, exclude={"clip_vector", "caption_vector", "learned_vector"}
+    )
 
 
 def test_create_puts_the_mapping_when_the_index_is_missing(
@@ -517,7 +529,7 @@ def test_knn_searches_with_the_filter_and_returns_cosines(
 
     assert cluster.only("POST", "/media/_search").body == {
         "size": 2,
-        "_source": {"excludes": ["clip_vector", "caption_vector"]},
+        "_source": {"excludes": ["clip_vector", "caption_vector", "learned_vector"]},
         "query": {
             "knn": {
                 "clip_vector": {
@@ -562,7 +574,7 @@ def test_get_many_uses_mget_without_vectors_and_leaves_out_missing_ids(
     request = cluster.only("POST", "/media/_mget")
     assert request.body == {"ids": ["img1", "nope"]}
     # The URL form of source filtering (multi-get API): vectors never leave the cluster.
-    assert request.params == {"_source_excludes": "clip_vector,caption_vector"}
+    assert request.params == {"_source_excludes": "clip_vector,caption_vector,learned_vector"}
     assert [d.id for d in got] == ["img1"] and type(got[0]) is DocumentFields
     assert got[0].tags == ["beach", "dog"]
 
@@ -803,7 +815,7 @@ def test_hybrid_query_body_filters_both_subqueries_and_carries_its_pipeline() ->
     tag_filter = [{"term": {"tags": "car"}}]
     assert body == {
         "size": 3,
-        "_source": {"excludes": ["clip_vector", "caption_vector"]},
+        "_source": {"excludes": ["clip_vector", "caption_vector", "learned_vector"]},
         "query": {
             "hybrid": {
                 "queries": [

@@ -66,6 +66,7 @@ def test_lancedb_schema_is_the_one_tables_were_created_with() -> None:
             pa.field(SEARCH_TEXT, pa.string()),
             pa.field("clip_vector", pa.list_(pa.float32(), 8), nullable=False),
             pa.field("caption_vector", pa.list_(pa.float32(), 4)),
+            pa.field("learned_vector", pa.list_(pa.float32(), 4096)),
         ]
     )
 
@@ -128,7 +129,7 @@ def test_a_field_added_to_the_record_appears_in_both_schemas() -> None:
     kinds = {f.kind for f in document_fields(Extended)}
     assert kinds == set(ValueKind)
     # Still the vectors last, where LanceDB tables keep them.
-    assert arrow.names[-2:] == ["clip_vector", "caption_vector"]
+    assert arrow.names[-3:] == ["clip_vector", "caption_vector", "learned_vector"]
 
 
 def test_only_fields_without_a_default_are_required_columns() -> None:

@@ -20,7 +20,7 @@ from mediasearch.corpus.videos import VideoSpec, render_video, scenes_cycle
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.video_encoder import VideoEncoder, load_encoder_module, resample
 from mediasearch.training import augment
-from mediasearch.training.barlow import barlow_twins_loss
+from mediasearch.training.barlow import barlow_twins_loss, cross_correlation
 from mediasearch.training.config import VideoTrainConfig
 from mediasearch.training.video import (
     CHECKPOINT,
@@ -61,6 +61,10 @@ def test_loss_matches_a_term_by_term_computation(lam: float) -> None:
     z2 = z1 * 0.7 + rng.normal(size=(6, 5)) * 0.5
     got = barlow_twins_loss(torch.tensor(z1), torch.tensor(z2), lam).item()
     assert got == pytest.approx(loop_loss(z1, z2, lam), rel=1e-9)
+    # And the D x D matrix the formula names agrees with it, term by term.
+    c = cross_correlation(torch.tensor(z1), torch.tensor(z2))
+    direct = ((1 - torch.diagonal(c)) ** 2).sum() + lam * (c**2).sum() - lam * (torch.diagonal(c) ** 2).sum()
+    assert direct.item() == pytest.approx(got, rel=1e-9)
 
 
 def test_loss_is_near_zero_for_identical_decorrelated_views_and_refuses_a_batch_of_one() -> None:
@@ -337,3 +341,19 @@ def test_cli_trains_and_refuses_bad_input_in_one_line(
         lines = stderr.strip().splitlines()
         assert code != 0 and len(lines) == 1 and expected in lines[0], (expected, stderr)
         assert "Traceback" not in stderr
+
+
+def test_segment_retrieval_ranks_each_segment_against_the_other_videos() -> None:
+    from mediasearch.training.evaluate import evaluate_segments, retrieval
+
+    a = np.eye(4, dtype=np.float32)
+    b = np.eye(4, dtype=np.float32)
+    b[2] = [0, 1, 0.1, 0]  # video 2's second segment looks like video 1's
+    scores = retrieval(a, b, ks=(1, 2))
+    # Every segment finds its own video first except b2, whose nearest first segment is a1's.
+    assert scores.recall == {"1": 0.875, "2": 1.0}
+    assert scores.mrr == pytest.approx((7 + 0.5) / 8)
+    pairs = np.stack([np.stack([a, a], 1), np.stack([b, b], 1)], 1)  # (4 videos, 2, 2 frames, 4)
+    report = evaluate_segments(pairs, lambda x: x.mean(axis=1), ks=(1, 2))
+    assert report.videos == 4 and report.queries == 8
+    assert report.learned == report.baseline == scores

@@ -357,7 +357,7 @@ def transform(
                 each = backends.pipeline(settings, _s3_source(uri), index, notify=_note)
                 return each.ingest(step, videos=False, incremental=incremental, delete=delete, load=True)
 
-            identity = ModelIdentity(id=model.identity, source=data)
+            identity = backends.index_identity(settings, ModelIdentity(id=model.identity, source=data))
             coll = backends.collection(settings)
             report = _locked(
                 lambda: ingest_collection(coll, identity, store.root_uri, run, notify=_note)
@@ -413,7 +413,12 @@ def load(
 
     coll = backends.collection(settings)
     done = _locked(
-        lambda: ingest_collection(coll, ModelIdentity(id=identity, source=data), store.root_uri, run)
+        lambda: ingest_collection(
+            coll,
+            backends.index_identity(settings, ModelIdentity(id=identity, source=data)),
+            store.root_uri,
+            run,
+        )
     )
     echo_summary(summarize(done.report))
 

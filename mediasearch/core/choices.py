@@ -30,3 +30,10 @@ class SearchMode(StrEnum):
     CLIP = "clip"
     CAPTION = "caption"
     HYBRID = "hybrid"
+
+
+class VideoEncoder(StrEnum):
+    """Which whole-video vectors "videos like this one" compares."""
+
+    CLIP = "clip"  # the mean of the video's CLIP frame vectors
+    LEARNED = "learned"  # the trained video encoder's feature (MEDIASEARCH_VIDEO_ENCODER at ingest)

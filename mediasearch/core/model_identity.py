@@ -202,3 +202,18 @@ def _check_hub_id(source: str) -> None:
         raise ModelIdentityError(
             f"{source!r} is neither a local directory nor a valid hub id: {exc}"
         ) from None
+
+
+# A generation built with a trained video encoder as well as CLIP (MEDIASEARCH_VIDEO_ENCODER) records
+# both: "<clip id> + <encoder id>". Queries are encoded by the CLIP part alone.
+VIDEO_ENCODER_JOIN = " + "
+
+
+def with_video_encoder(clip: ModelIdentity, encoder: ModelIdentity) -> ModelIdentity:
+    """The identity of an index built with `clip` and the video encoder `encoder`."""
+    return ModelIdentity(id=f"{clip.id}{VIDEO_ENCODER_JOIN}{encoder.id}", source=clip.source)
+
+
+def clip_part(model_id: str) -> str:
+    """The CLIP's identity in a generation's model id (the id itself when no video encoder is part)."""
+    return model_id.split(VIDEO_ENCODER_JOIN, 1)[0]

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 # Defined in core.choices (importable without pydantic, for the CLI) and imported from here as before.
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
+from mediasearch.core.choices import Aggregation, ResultKind, SearchMode, VideoEncoder
 from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
 
 
@@ -190,6 +190,9 @@ class IndexDocument(DocumentFields):
 
     clip_vector: Vector
     caption_vector: Vector | None = None
+    # Videos only, where MEDIASEARCH_VIDEO_ENCODER is set: the trained video encoder's feature
+    # (`mediasearch train video-encoder`), what `similar --encoder learned` ranks by.
+    learned_vector: Vector | None = None
 
 
 class SearchFilters(BaseModel):
@@ -429,6 +432,11 @@ class SearchRequest(BaseModel):
         max_length=MAX_QUERY_PARTS,
         description="a composed query, instead of text/image/image_uri/video_id: the normalised "
         "weighted sum of the parts' vectors; at least one part must have a positive weight",
+    )
+    encoder: VideoEncoder = Field(
+        default=VideoEncoder.CLIP,
+        description="with video_id: compare whole-video CLIP vectors (clip) or the trained video "
+        "encoder's features (learned)",
     )
 
     @field_validator(*QUERY_FIELDS, mode="before")

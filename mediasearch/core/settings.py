@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         description="the image model the query text tower was trained for (a hub id, e.g. "
         "openai/clip-vit-base-patch32); set, text queries against an index of another model are refused",
     )
+    video_encoder: str | None = Field(
+        None,
+        description="a trained video encoder (`mediasearch train video-encoder`'s OUT/encoder): ingest "
+        "stores its feature with every video, for `similar --encoder learned`",
+    )
     tags_top_n: int = Field(10, ge=1, description="tags kept per video")
     tags_min_frames: int = Field(2, ge=1, description="frames that must carry a tag for the video to get it")
     hybrid_keyword_weight: float = Field(defaults.HYBRID_KEYWORD_WEIGHT, ge=0, le=1)

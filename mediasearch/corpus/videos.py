@@ -390,6 +390,49 @@ def default_specs(prefix: str = "videos") -> list[VideoSpec]:
     ]
 
 
+def varied_specs(
+    n: int, prefix: str = "varied", seed: int = 0, duration_s: tuple[float, float] = (12.0, 24.0)
+) -> list[VideoSpec]:
+    """`n` videos that each keep an identity across their cuts, as footage of one place does.
+
+    Each video draws a palette (3 backgrounds, 2 shape colours, 2 shapes) and cuts between scenes of
+    it (1.5-5 s each), at its own size, rate and grain. Palettes overlap between videos, so a scene
+    of one video often looks like a scene of another: telling two segments of a video from other
+    videos' takes what the video's scenes share, not one frame. For the video encoder's evaluation.
+    """
+    rng = np.random.default_rng(seed)
+    colours = sorted(COLOURS)
+    sizes = ((160, 90), (128, 96), (144, 108), (176, 100), (120, 120))  # even: 4:2:0 h264
+    out = []
+    for i in range(n):
+        backgrounds = rng.choice(colours, 3, replace=False).tolist()
+        fg = [c for c in colours if c not in backgrounds]
+        shapes = rng.choice(SHAPES, 2, replace=False).tolist()
+        inks = rng.choice(fg, 2, replace=False).tolist()
+        total = rng.uniform(*duration_s)
+        scenes, t, last = [], 0.0, None
+        while t < total - 1e-6:
+            d = float(min(rng.uniform(1.5, 5.0), total - t)) if total - t > 2.0 else total - t
+            choice = (str(rng.choice(backgrounds)), str(rng.choice(shapes)), str(rng.choice(inks)))
+            if choice == last:  # a cut always changes something
+                choice = (choice[0], choice[1], inks[0] if choice[2] == inks[1] else inks[1])
+            scenes.append(SceneSpec(round(d, 3), *choice))
+            t += d
+            last = choice
+        width, height = sizes[int(rng.integers(len(sizes)))]
+        out.append(
+            VideoSpec(
+                f"{prefix.rstrip('/')}/v{i:03d}.mp4",
+                width,
+                height,
+                float(rng.choice([12.0, 15.0, 24.0])),
+                tuple(scenes),
+                grain=float(rng.uniform(0, 6)),
+            )
+        )
+    return out
+
+
 # Near-duplicates of some of the above: (source key, duplicate key, scale, crf).
 def default_duplicates(prefix: str = "videos") -> list[tuple[str, str, float, int]]:
     p = prefix.rstrip("/")

@@ -32,6 +32,7 @@ SCAN_FIELDS = ("id", "kind", "uri", "video_id", "scene", "fingerprint", "content
 class VectorField(StrEnum):
     CLIP = "clip_vector"
     CAPTION = "caption_vector"
+    LEARNED = "learned_vector"
 
 
 class IndexError_(Exception):
@@ -118,6 +119,7 @@ class HybridWeights:
 class IndexSpec:
     clip_dim: int
     caption_dim: int = 384
+    learned_dim: int = 4096  # the trained video encoder's feature (VideoTrainConfig.dim)
     extra: dict[str, str] = field(default_factory=dict)
 
     def dim(self, vector: VectorField) -> int:
@@ -127,6 +129,8 @@ class IndexSpec:
                 return self.clip_dim
             case VectorField.CAPTION:
                 return self.caption_dim
+            case VectorField.LEARNED:
+                return self.learned_dim
 
 
 class VectorIndex(ABC):

@@ -585,6 +585,8 @@ class LanceDBIndex(VectorIndex):
             where = where_clause(filter)
             if field is VectorField.CAPTION:
                 where = f"({where}) AND caption_vector IS NOT NULL" if where else "caption_vector IS NOT NULL"
+            if field is VectorField.LEARNED:
+                where = f"({where}) AND learned_vector IS NOT NULL" if where else "learned_vector IS NOT NULL"
             if where:
                 query = query.where(where, prefilter=True)
             rows = query.select(_FIELD_COLUMNS).to_arrow().to_pylist()
@@ -661,7 +663,10 @@ class LanceDBIndex(VectorIndex):
             table = self._open()
             if table is None or not ids:
                 return []
-            rows = self._rows(self._latest_rows(table, ids, [f.name for f in FIELDS]))
+            # Only the columns the table has: one made before a vector field was added (learned_vector)
+            # still reads, the field as None; writers refuse it with a message (`_check_columns`).
+            names = set(table.schema.names)
+            rows = self._rows(self._latest_rows(table, ids, [f.name for f in FIELDS if f.name in names]))
             by_id = {r["id"]: self._doc(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 

@@ -21,7 +21,9 @@ import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 from mediasearch.core import failpoints
@@ -42,6 +44,8 @@ class LoadReport:
     videos: int = 0
     stale_frames: int = 0  # frames of an older version of their video, or of a video gone, left out
     stale_images: int = 0  # results of images gone from the source or changed since, left out
+    learned: int = 0  # videos given the trained video encoder's feature (MEDIASEARCH_VIDEO_ENCODER)
+    learned_skipped: list[str] = field(default_factory=list)  # videos that could not be, and why
     failures: list[TransformResult] = field(default_factory=list)
 
     @property
@@ -110,6 +114,18 @@ class SourceState:
         return now is not None and (fingerprint is None or now == fingerprint)
 
 
+class VideoVectoriser(Protocol):
+    """The trained video encoder (`mediasearch.models.video_encoder.VideoEncoder`), as the loader uses it."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def clip_identity(self) -> str: ...
+
+    def encode_video(self, frame_vectors: np.ndarray, times: np.ndarray) -> np.ndarray: ...
+
+
 class Loader:
     def __init__(
         self,
@@ -120,8 +136,10 @@ class Loader:
         progress: bool = True,
         text_embedder: TextVectoriser | None = None,
         tags: TagOptions = TagOptions(),
+        video_encoder: VideoVectoriser | None = None,
     ) -> None:
         self.store = store
+        self.video_encoder = video_encoder
         self.index = index
         self.text_embedder = text_embedder
         self.tags = tags
@@ -199,7 +217,32 @@ class Loader:
         if self.index.exists():
             self.index.delete_where(IndexFilter(kinds=(DocKind.SCENE,), video_id=video_id))
         report.videos += 1
-        return self._write([*docs.scenes, docs.video])
+        video = docs.video
+        if self.video_encoder is not None:
+            video = self._with_learned_vector(video, current, report)
+        return self._write([*docs.scenes, video])
+
+    def _with_learned_vector(
+        self, video: IndexDocument, frames: list[TransformResult], report: LoadReport
+    ) -> IndexDocument:
+        """`video` with the trained encoder's feature of its frames' CLIP vectors, in time order.
+
+        The encoder was trained on one CLIP's frame features; frames another CLIP embedded would give
+        a meaningless vector, so such a video is indexed without one and reported.
+        """
+        assert self.video_encoder is not None
+        usable = [f for f in frames if f.clip is not None]
+        models = {f.model for f in usable}
+        if not usable or models != {self.video_encoder.clip_identity}:
+            report.learned_skipped.append(
+                f"{video.uri}: its frames were embedded by {sorted(str(m) for m in models)}, the video "
+                f"encoder was trained on {self.video_encoder.clip_identity}"
+            )
+            return video
+        vectors = np.stack([f.clip for f in usable if f.clip is not None])
+        times = np.array([f.t if f.t is not None else 0.0 for f in usable])
+        report.learned += 1
+        return video.model_copy(update={"learned_vector": self.video_encoder.encode_video(vectors, times)})
 
     def _write(self, docs: list[IndexDocument]) -> int:
         if not docs:
@@ -213,7 +256,14 @@ class Loader:
             # The caption width comes from the first caption vectors; without any yet (the embedder is not
             # even loaded), all-MiniLM-L6-v2's 384, the default embedder's.
             caption_dim = next((d.caption_vector.shape[0] for d in docs if d.caption_vector is not None), 384)
-            self.index.create(IndexSpec(clip_dim=int(docs[0].clip_vector.shape[0]), caption_dim=caption_dim))
+            learned_dim = self.video_encoder.dim if self.video_encoder is not None else IndexSpec.learned_dim
+            self.index.create(
+                IndexSpec(
+                    clip_dim=int(docs[0].clip_vector.shape[0]),
+                    caption_dim=caption_dim,
+                    learned_dim=learned_dim,
+                )
+            )
         written = self.index.upsert(docs)
         failpoints.reach("mid-load")
         return written

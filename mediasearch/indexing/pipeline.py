@@ -49,7 +49,7 @@ from mediasearch.core.records import (
 from mediasearch.core.storage import ObjectInfo, ObjectStore, StoreError
 from mediasearch.index.base import IndexFilter, VectorIndex
 from mediasearch.indexing.handler import ClipHandler
-from mediasearch.indexing.loader import Loader, LoadReport
+from mediasearch.indexing.loader import Loader, LoadReport, VideoVectoriser
 from mediasearch.indexing.manifests import image_records, list_media, stale_image_manifests, write_manifests
 from mediasearch.indexing.preprocess import PreprocessJob, PreprocessSummary
 from mediasearch.indexing.sync import IndexedObject, Move, SourceObject, SyncPlan, plan_sync
@@ -629,11 +629,20 @@ def ingest(
     text_embedder: TextVectoriser | None = None,
     tags: TagOptions = TagOptions(),
     delete: bool = True,
+    video_encoder: VideoVectoriser | None = None,
 ) -> PipelineReport:
     """`Pipeline.ingest` in-process, from the parts (what tests and benchmarks call; the CLI builds
     the same parts from settings with `mediasearch.backends.pipeline`)."""
     layout = layout or WorkLayout.for_source(prefix)
-    loader = Loader(store, index, layout, progress=progress, text_embedder=text_embedder, tags=tags)
+    loader = Loader(
+        store,
+        index,
+        layout,
+        progress=progress,
+        text_embedder=text_embedder,
+        tags=tags,
+        video_encoder=video_encoder,
+    )
     pipeline = Pipeline(
         store,
         layout,

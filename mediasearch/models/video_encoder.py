@@ -136,6 +136,15 @@ class VideoEncoder:
         return self.model.config
 
     @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def clip_identity(self) -> str:
+        """The identity of the CLIP whose frame features this encoder takes."""
+        return self.config.clip_identity
+
+    @property
     def identity(self) -> ModelIdentity:
         """The weights' digest: a changed encoder is a new model for the index."""
         digest = content_digest((self.path / WEIGHTS_FILE).read_bytes())

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mediasearch import __version__
+from mediasearch.core.choices import VideoEncoder
 from mediasearch.core.errors import ModelLoadError
 from mediasearch.core.images import ImageDecodeError
 from mediasearch.core.records import (
@@ -147,6 +148,11 @@ def aggregate_scenes(hits: Sequence[Hit], aggregation: Aggregation, k: int) -> l
         scored.append(VideoScore(video_id, value, scene_hits, explanation))
     scored.sort(key=lambda v: v.score, reverse=True)
     return scored[:k]
+
+
+def learned_field(req: SearchRequest) -> VectorField:
+    """The vector field "videos like this one" ranks by."""
+    return VectorField.LEARNED if req.encoder is VideoEncoder.LEARNED else VectorField.CLIP
 
 
 def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFilter:
@@ -290,6 +296,8 @@ class SearchService:
 
     def query_vector(self, req: SearchRequest) -> tuple[np.ndarray, str | None]:
         """The vector to search with, and the id of a video to leave out of its own neighbours."""
+        if req.encoder is VideoEncoder.LEARNED and req.video_id is None:
+            raise QueryError("encoder", "encoder=learned compares videos: give video_id")
         if req.text is not None:
             if not req.text.strip():
                 raise QueryError("text", "text is blank")
@@ -298,6 +306,15 @@ class SearchService:
             doc = self.index.get_with_vectors(req.video_id)
             if doc is None or doc.kind is not DocKind.VIDEO:
                 raise QueryError("video_id", f"no video with id {req.video_id!r}", status=404)
+            if req.encoder is VideoEncoder.LEARNED:
+                if doc.learned_vector is None:
+                    raise QueryError(
+                        "encoder",
+                        f"video {req.video_id!r} has no learned vector: the index was built without a "
+                        "video encoder (set MEDIASEARCH_VIDEO_ENCODER and ingest again)",
+                        status=409,
+                    )
+                return doc.learned_vector, doc.id
             return doc.clip_vector, doc.id
         if req.image is not None:
             try:
@@ -388,7 +405,11 @@ class SearchService:
                 results.extend(self.image_result(h, query, req) for h in hits)
         if ResultKind.VIDEO in req.kinds:
             if query.exclude_video_id is not None:
-                results.extend(self.similar_videos(query.vector, req.k, req.filters, query.exclude_video_id))
+                results.extend(
+                    self.similar_videos(
+                        query.vector, req.k, req.filters, query.exclude_video_id, learned_field(req)
+                    )
+                )
             else:
                 results.extend(self.video_results(query, req))
         with phase("build"):
@@ -414,16 +435,20 @@ class SearchService:
             return [self.video_result(docs[v.video_id], v) for v in videos if v.video_id in docs]
 
     def similar_videos(
-        self, vector: np.ndarray, k: int, filters: SearchFilters, exclude_video_id: str
+        self,
+        vector: np.ndarray,
+        k: int,
+        filters: SearchFilters,
+        exclude_video_id: str,
+        field: VectorField = VectorField.CLIP,
     ) -> list[SearchResult]:
         flt = replace(index_filter(filters, (DocKind.VIDEO,)), exclude_video_id=exclude_video_id)
         with phase("knn"):
-            hits = self.index.knn(vector, k, flt)
+            hits = self.index.knn(vector, k, flt, field=field)
+        what = "learned video features" if field is VectorField.LEARNED else "whole-video vectors"
         with phase("build"):
             return [
-                self.video_result(
-                    h.document, None, h.score, f"cosine similarity {h.score:.3f} of whole-video vectors"
-                )
+                self.video_result(h.document, None, h.score, f"cosine similarity {h.score:.3f} of {what}")
                 for h in hits
             ]
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mediasearch.core.model_identity import clip_part
 from mediasearch.core.records import DocumentFields, IndexDocument
 from mediasearch.index.base import (
     Hit,
@@ -147,7 +148,7 @@ class ServingView:
     def _checked_pinned(self, generation: Generation) -> QueryEncoder:
         assert self.pinned is not None
         model = self.pinned_model()
-        if model is None or model == generation.model_id:
+        if model is None or model == clip_part(generation.model_id):
             return self.pinned
         return RefusingEncoder(
             f"collection {self.collection.name!r} is served by generation {generation.name!r}, embedded "

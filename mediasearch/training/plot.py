@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 SIZE = (720, 440)
-MARGIN = (70, 40, 30, 60)  # left, top, right, bottom
+MARGIN = (70, 50, 30, 60)  # left, top, right, bottom
 COLOURS = ("#2457d6", "#e07b00", "#2a9d4b", "#c0392b", "#7d3c98")
 GRID, INK = "#e4e4e4", "#222222"
 
@@ -47,11 +47,16 @@ def draw_lines(
         y = y_lo + (y_hi - y_lo) * tick / 5
         _, py = xy(x_lo, y)
         draw.line([(left, py), (left + width, py)], fill=GRID)
-        draw.text((left - 8, py), f"{y:.3g}", fill=INK, font=font, anchor="rm")
-    for tick in range(6):
-        x = x_lo + (x_hi - x_lo) * tick / 5
+        draw.text((left - 8, py), _number(y, y_hi - y_lo), fill=INK, font=font, anchor="rm")
+    xs = sorted({x for x, _ in points})
+    if all(float(x).is_integer() for x in xs):  # epochs, steps: whole-number ticks only
+        step = max(1, round((xs[-1] - xs[0]) / 6))
+        x_ticks = [float(x) for x in range(int(xs[0]), int(xs[-1]) + 1, step)]
+    else:
+        x_ticks = [x_lo + (x_hi - x_lo) * tick / 5 for tick in range(6)]
+    for x in x_ticks:
         px, _ = xy(x, y_lo)
-        draw.text((px, top + height + 8), f"{x:.3g}", fill=INK, font=font, anchor="mt")
+        draw.text((px, top + height + 8), _number(x, x_hi - x_lo), fill=INK, font=font, anchor="mt")
     draw.rectangle([left, top, left + width, top + height], outline=INK)
     for n, (name, values) in enumerate(series.items()):
         colour = COLOURS[n % len(COLOURS)]
@@ -63,11 +68,19 @@ def draw_lines(
         draw.text((left + width - 10, top + 10 + 18 * n), name, fill=colour, font=font, anchor="ra")
     draw.text((SIZE[0] / 2, 14), title, fill=INK, font=font, anchor="mt")
     draw.text((left + width / 2, SIZE[1] - 18), xlabel, fill=INK, font=font, anchor="mb")
-    draw.text((12, top + height / 2), ylabel, fill=INK, font=font, anchor="lm")
+    draw.text((left, top - 6), ylabel, fill=INK, font=font, anchor="lb")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def _number(value: float, span: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e6:
+        return f"{value:.0f}"
+    if span >= 10:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def draw_bars(
@@ -108,7 +121,7 @@ def draw_bars(
         )
     draw.rectangle([left, top, left + width, top + height], outline=INK)
     draw.text((SIZE[0] / 2, 14), title, fill=INK, font=font, anchor="mt")
-    draw.text((12, top + height / 2), ylabel, fill=INK, font=font, anchor="lm")
+    draw.text((left, top - 6), ylabel, fill=INK, font=font, anchor="lb")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

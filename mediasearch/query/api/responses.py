@@ -38,6 +38,8 @@ DESCRIPTIONS: dict[int, str] = {
     "not decode, or two queries at once); `detail.field` names the part at fault",
     401: "the API key is missing or wrong (only when the server is configured with one)",
     404: "nothing indexed answers to this id, or the item has no such media",
+    409: "the index cannot answer this kind of query: `encoder=learned` where it was built without a "
+    "video encoder",
     413: "the request body or the query image is over its limit; `detail.limit_bytes` says which limit",
     416: "the Range header asks for bytes the file does not have; `Content-Range` gives its size",
     422: "the request does not match the schema; `detail` lists each field at fault",

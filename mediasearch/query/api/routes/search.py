@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
+from mediasearch.core.choices import VideoEncoder
 from mediasearch.core.records import ResultKind, SearchRequest, SearchResponse
 from mediasearch.query.api.deps import AppSettings, Service
 from mediasearch.query.api.responses import documented
@@ -35,7 +36,7 @@ def timed_search(service: SearchService, request: SearchRequest) -> Response:
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses=documented(400, 401, 404, 413, 501, 503),
+    responses=documented(400, 401, 404, 409, 413, 501, 503),
 )
 def search(request: SearchRequest, service: Service, settings: AppSettings) -> Response:
     """Search with exactly one of `text`, `image` (base64), `image_uri` (inside the store) or
@@ -50,12 +51,19 @@ def search(request: SearchRequest, service: Service, settings: AppSettings) -> R
 @router.get(
     "/videos/{video_id}/similar",
     response_model=SearchResponse,
-    responses=documented(401, 404, 503),
+    responses=documented(401, 404, 409, 503),
 )
 def similar_videos(
     video_id: Annotated[str, Path(min_length=1, max_length=64)],
     service: Service,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
+    encoder: Annotated[
+        VideoEncoder,
+        Query(description="clip: whole-video CLIP vectors; learned: the trained video encoder's features"),
+    ] = VideoEncoder.CLIP,
 ) -> Response:
-    """The k videos most like this one, by whole-video vectors."""
-    return timed_search(service, SearchRequest(video_id=video_id, k=k, kinds=[ResultKind.VIDEO]))
+    """The k videos most like this one, by whole-video vectors. 409: `encoder=learned` on an index
+    built without a video encoder."""
+    return timed_search(
+        service, SearchRequest(video_id=video_id, k=k, kinds=[ResultKind.VIDEO], encoder=encoder)
+    )
