@@ -463,9 +463,12 @@ def search(
     filters: dict[str, object] = {name: value for name, value in photo_filters.items() if value is not None}
     if bbox is not None:
         try:
-            filters["bbox"] = [float(part) for part in bbox.split(",")]
+            corners = [float(part) for part in bbox.split(",")]
         except ValueError:
-            raise error(f"--bbox: give four numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, not {bbox!r}") from None
+            corners = []
+        if len(corners) != 4:
+            raise error(f"--bbox: give four numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, not {bbox!r}")
+        filters["bbox"] = corners
     if filters:
         payload["filters"] = filters
     if kind:
@@ -482,8 +485,7 @@ def search(
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["loc"] and first["loc"][0] == "filters":
-            # The photo filters: a field's own error, or the two times' order (the whole filters).
-            option = str(first["loc"][1]).replace("_", "-") if len(first["loc"]) > 1 else "taken-after"
+            option = str(first["loc"][1]).replace("_", "-") if len(first["loc"]) > 1 else "filters"
             raise error(f"--{option}: {first['msg'].removeprefix('Value error, ')}") from None
         name = {"text": "TEXT", "image": "--image", "video_id": "--video", "kinds": "--kind"}.get(
             str(first["loc"][0]) if first["loc"] else "", f"--{first['loc'][0]}" if first["loc"] else "query"
