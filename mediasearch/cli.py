@@ -502,9 +502,12 @@ def search(
     filters: dict[str, object] = {name: value for name, value in photo_filters.items() if value is not None}
     if bbox is not None:
         try:
-            filters["bbox"] = [float(part) for part in bbox.split(",")]
+            corners = [float(part) for part in bbox.split(",")]
         except ValueError:
-            raise error(f"--bbox: give four numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, not {bbox!r}") from None
+            corners = []
+        if len(corners) != 4:
+            raise error(f"--bbox: give four numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, not {bbox!r}")
+        filters["bbox"] = corners
     if filters:
         payload["filters"] = filters
     if encoder is not VideoEncoder.CLIP:
@@ -535,8 +538,7 @@ def search(
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["loc"] and first["loc"][0] == "filters":
-            # The photo filters: a field's own error, or the two times' order (the whole filters).
-            option = str(first["loc"][1]).replace("_", "-") if len(first["loc"]) > 1 else "taken-after"
+            option = str(first["loc"][1]).replace("_", "-") if len(first["loc"]) > 1 else "filters"
             raise error(f"--{option}: {first['msg'].removeprefix('Value error, ')}") from None
         if first["loc"] and first["loc"][0] == "parts" and len(first["loc"]) > 1:
             raise error(f"part {first['loc'][1]}: {first['msg'].removeprefix('Value error, ')}") from None

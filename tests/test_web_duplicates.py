@@ -96,6 +96,9 @@ def test_photo_filters_narrow_the_search(page: Page) -> None:
     expect(page.locator("#status")).to_contain_text("2 results")
     names = sorted(page.locator("#results .card .name").all_inner_texts())
     assert names == ["new-york.jpg", "sydney.jpg"]
+    # Each card says what its EXIF said: Sydney's 19:00 at +11:00 is 08:00 UTC.
+    sydney = page.locator('#results .card:has(.name:text-is("sydney.jpg")) .photo-meta')
+    expect(sydney).to_have_text("2023-01-15 08:00 · Apple iPhone 13 · -33.8688, 151.2093")
     # Southern hemisphere only: Sydney.
     for field, value in (
         ("#bbox-min-lat", "-90"),

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from PIL import ExifTags, Image
 
+from mediasearch.core.records import PHOTO_TIMES
+
 log = logging.getLogger(__name__)
 
 # EXIF tag numbers (EXIF 2.32, CIPA DC-008): IFD0, the Exif IFD and the GPS IFD.
@@ -72,7 +74,9 @@ def parse_exif_datetime(value: Any, offset: Any = None) -> datetime | None:
         delta = timedelta(hours=int(hours), minutes=int(minutes))
         if delta <= timedelta(hours=14):
             zone = timezone(-delta if sign == "-" else delta)
-    return when.replace(tzinfo=zone).astimezone(UTC)
+    utc = when.replace(tzinfo=zone).astimezone(UTC)
+    # A clock set to year 1 or 9999 says nothing, and the backends compare only these years.
+    return utc if PHOTO_TIMES[0] <= utc < PHOTO_TIMES[1] else None
 
 
 def _ratio(value: Any) -> float:

@@ -59,11 +59,25 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("the time is out of range") from None
 
 
-# Bounds a time filter may take: DataFusion compares timestamps as 64-bit nanoseconds (1677-2262).
-FILTER_YEARS = (1700, 2200)
-
-
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+# The times a photo may carry (the EXIF reader records nothing outside them) and a time filter is
+# clamped to: DataFusion compares timestamps as 64-bit nanoseconds (years 1677 to 2262), and a
+# bound outside the range selects what the range's end would, so it is clamped rather than refused.
+PHOTO_TIMES = (datetime(1700, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+
+
+def _time_bound(value: datetime) -> datetime:
+    try:
+        utc = _as_utc(value)
+    except ValueError:  # beyond what a datetime holds once moved to UTC: one end or the other
+        return PHOTO_TIMES[1] if value.year > 5000 else PHOTO_TIMES[0]
+    return min(max(utc, PHOTO_TIMES[0]), PHOTO_TIMES[1])
+
+
+TimeBound = Annotated[datetime, AfterValidator(_time_bound)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
 
 
 class MediaKind(StrEnum):
@@ -208,50 +222,25 @@ class SearchFilters(BaseModel):
     # Bounded by what the index stores (a 32-bit integer): a larger literal would fail in the backend.
     min_width: int | None = Field(default=None, ge=0, le=2**31 - 1)
     min_height: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    taken_after: UtcDatetime | None = Field(
+    taken_after: TimeBound | None = Field(
         default=None, description="only photos taken at or after this time (EXIF; no zone means UTC)"
     )
-    taken_before: UtcDatetime | None = Field(default=None, description="only photos taken before this time")
+    taken_before: TimeBound | None = Field(
+        default=None, description="only photos taken before this time (at or before taken_after: none)"
+    )
     camera: str | None = Field(
         default=None,
         min_length=1,
         max_length=128,
         description="only photos from this camera (EXIF make and model, exact)",
     )
-    bbox: list[float] | None = Field(
+    # Each corner in its range (said in the schema as prefixItems); a box whose min_lat is above its
+    # max_lat holds nothing, like an empty time range: valid, and answered with no results.
+    bbox: tuple[Latitude, Longitude, Latitude, Longitude] | None = Field(
         default=None,
-        min_length=4,
-        max_length=4,
         description="only photos taken inside [min_lat, min_lon, max_lat, max_lon] (decimal degrees; "
         "min_lon > max_lon crosses the antimeridian)",
     )
-
-    @field_validator("bbox")
-    @classmethod
-    def _valid_bbox(cls, value: list[float] | None) -> list[float] | None:
-        if value is None:
-            return value
-        min_lat, min_lon, max_lat, max_lon = value
-        if not all(-90 <= v <= 90 for v in (min_lat, max_lat)):
-            raise ValueError("latitudes must be in [-90, 90]")
-        if not all(-180 <= v <= 180 for v in (min_lon, max_lon)):
-            raise ValueError("longitudes must be in [-180, 180]")
-        if min_lat > max_lat:
-            raise ValueError(f"min_lat {min_lat} is above max_lat {max_lat}")
-        return value
-
-    @field_validator("taken_after", "taken_before")
-    @classmethod
-    def _plausible_time(cls, value: datetime | None) -> datetime | None:
-        if value is not None and not FILTER_YEARS[0] <= value.year < FILTER_YEARS[1]:
-            raise ValueError(f"must be a time from the years {FILTER_YEARS[0]} to {FILTER_YEARS[1] - 1}")
-        return value
-
-    @model_validator(mode="after")
-    def _time_range(self) -> SearchFilters:
-        if self.taken_after and self.taken_before and self.taken_after >= self.taken_before:
-            raise ValueError("taken_after must be before taken_before")
-        return self
 
 
 class HybridWeightsModel(BaseModel):

@@ -166,7 +166,7 @@ def index_filter(filters: SearchFilters, kinds: tuple[DocKind, ...]) -> IndexFil
         taken_after=filters.taken_after,
         taken_before=filters.taken_before,
         camera=filters.camera,
-        bbox=(filters.bbox[0], filters.bbox[1], filters.bbox[2], filters.bbox[3]) if filters.bbox else None,
+        bbox=filters.bbox,
     )
 
 

@@ -381,6 +381,8 @@ function card(result) {
     article.append(list);
   }
   if (result.caption) article.append(el("p", { class: "caption" }, result.caption));
+  const photo = photoLine(result);
+  if (photo) article.append(el("p", { class: "photo-meta muted" }, photo));
   if (isVideo && result.strip_url) {
     // Every scene of the video side by side: what it holds besides the scenes that matched.
     const scenes = result.scene_count ? `all ${result.scene_count} scenes` : "all scenes";
@@ -495,6 +497,17 @@ function photoFilters() {
   const open = Object.keys(filters).length > 0;
   $("#photo-filters").classList.toggle("active", open);
   return filters;
+}
+
+// What a photo's EXIF said: when (UTC, as stored), with what, where.
+function photoLine(result) {
+  const parts = [];
+  if (result.taken_at) parts.push(result.taken_at.slice(0, 16).replace("T", " "));
+  if (result.camera) parts.push(result.camera);
+  if (result.gps_lat != null && result.gps_lon != null) {
+    parts.push(`${result.gps_lat.toFixed(4)}, ${result.gps_lon.toFixed(4)}`);
+  }
+  return parts.join(" · ");
 }
 
 // ---- duplicates ----------------------------------------------------------------------------------
