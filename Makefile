@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python bench/bench_decode_memory.py
 	$(BIN)/python bench/bench_duplicates.py
 	$(BIN)/python bench/bench_video_encoder.py
+	$(BIN)/python bench/bench_text_tower.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache
