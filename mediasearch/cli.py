@@ -46,6 +46,11 @@ LAZY_GROUPS = {
         "aws_app",
         "Deploy to AWS and run the batch pipeline on SageMaker (see docs/deploy.md).",
     ),
+    "train": (
+        "mediasearch.training.cli",
+        "train_app",
+        "Train the project's own encoders (see README).",
+    ),
 }
 
 
