@@ -24,7 +24,7 @@ from mediasearch.cli_support import (
     source_store,
     source_uri,
 )
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode
+from mediasearch.core.choices import Aggregation, CutoffMode, ResultKind, SearchMode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -418,6 +418,15 @@ def search(
         Aggregation, typer.Option(help="how a video's score is made from its matching scenes' scores")
     ] = Aggregation.MAX,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole response as JSON")] = False,
+    min_score: Annotated[
+        float | None, typer.Option(help="leave out results scoring below this (-1 to 1)", metavar="SCORE")
+    ] = None,
+    cutoff: Annotated[
+        CutoffMode | None,
+        typer.Option(
+            help="auto: stop at a clear drop in this query's scores (the output says where and why)"
+        ),
+    ] = None,
 ) -> None:
     """Search the index from the command line (no server needed): a text query, --image or --video.
 
@@ -441,6 +450,10 @@ def search(
         raise error(f"no such file: {image}" if not image.exists() else f"{image} is a folder, not an image")
     settings = _settings()
     payload: dict[str, object] = {"k": k, "mode": mode, "aggregation": aggregation}
+    if min_score is not None:
+        payload["min_score"] = min_score
+    if cutoff is not None:
+        payload["cutoff"] = cutoff
     if kind:
         payload["kinds"] = kind
     if image is not None:
@@ -454,7 +467,13 @@ def search(
         request = SearchRequest.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = {"text": "TEXT", "image": "--image", "video_id": "--video", "kinds": "--kind"}.get(
+        name = {
+            "text": "TEXT",
+            "image": "--image",
+            "video_id": "--video",
+            "kinds": "--kind",
+            "min_score": "--min-score",
+        }.get(
             str(first["loc"][0]) if first["loc"] else "", f"--{first['loc'][0]}" if first["loc"] else "query"
         )
         raise error(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
@@ -509,6 +528,10 @@ def print_results(response: SearchResponse) -> None:
         typer.echo(f"{n:>3}. {r.score:+.3f} {r.kind.value:<5} {r.id}  {r.uri}")
         for s in r.scenes:
             typer.echo(f"       scene {s.scene} {s.t_start:.1f}-{s.t_end:.1f}s {s.score:+.3f}")
+    if response.cutoff is not None:
+        typer.echo(
+            f"cutoff ({response.cutoff.rule}): kept {response.cutoff.kept}, dropped {response.cutoff.dropped}: {response.cutoff.reason}"
+        )
     typer.echo(f"({response.took_ms:.1f} ms)")
 
 

@@ -30,3 +30,10 @@ class SearchMode(StrEnum):
     CLIP = "clip"
     CAPTION = "caption"
     HYBRID = "hybrid"
+
+
+class CutoffMode(StrEnum):
+    """`cutoff` of a search: `auto`, a per-query cut at a clear drop in the scores
+    (mediasearch.query.cutoff)."""
+
+    AUTO = "auto"
