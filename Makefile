@@ -73,6 +73,8 @@ bench: setup
 	$(BIN)/python bench/bench_freshness.py --refresh-s 0 0.25 1 --writes 20
 	$(BIN)/python bench/bench_living.py
 	$(BIN)/python bench/bench_decode_memory.py
+	$(BIN)/python bench/bench_codes.py
+	$(BIN)/python bench/bench_cutoff.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache
