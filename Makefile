@@ -89,6 +89,8 @@ bench: setup
 	$(BIN)/python bench/bench_duplicates.py
 	$(BIN)/python bench/bench_video_encoder.py
 	$(BIN)/python bench/bench_text_tower.py
+	$(BIN)/python bench/bench_codes.py
+	$(BIN)/python bench/bench_cutoff.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache

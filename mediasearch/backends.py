@@ -12,9 +12,17 @@ from typing import TYPE_CHECKING
 
 from mediasearch.core.layout import WorkLayout
 from mediasearch.core.model_identity import ModelIdentity, clip_part, with_video_encoder
-from mediasearch.core.settings import ClipEngine, ClipPrecision, EncoderBackend, IndexBackend, Settings
+from mediasearch.core.settings import (
+    ClipEngine,
+    ClipPrecision,
+    EncoderBackend,
+    IndexBackend,
+    Settings,
+    VectorCodes,
+)
 from mediasearch.core.storage import ObjectStore, open_store
 from mediasearch.index.base import HybridWeights, VectorIndex
+from mediasearch.index.codes import CodeMethod, CodesConfig
 from mediasearch.indexing.video_documents import TagOptions
 from mediasearch.query.encoder import (
     LazyTextEmbedder,
@@ -55,7 +63,16 @@ def index(settings: Settings) -> VectorIndex:
         return opensearch_index(settings)
     from mediasearch.index.lancedb import LanceDBIndex
 
-    return LanceDBIndex(settings.lancedb_uri, settings.collection, refresh_s=settings.index_refresh_s)
+    return LanceDBIndex(
+        settings.lancedb_uri, settings.collection, refresh_s=settings.index_refresh_s, codes=codes(settings)
+    )
+
+
+def codes(settings: Settings) -> CodesConfig | None:
+    """Binary codes for k-NN as configured (MEDIASEARCH_VECTOR_CODES), or None for float vectors only."""
+    if settings.vector_codes is VectorCodes.OFF:
+        return None
+    return CodesConfig(method=CodeMethod(settings.vector_codes.value), oversample=settings.codes_oversample)
 
 
 def opensearch_index(settings: Settings, name: str | None = None) -> OpenSearchIndex:
@@ -82,7 +99,7 @@ def opensearch_index(settings: Settings, name: str | None = None) -> OpenSearchI
     )
     # Searches go through the collection's name (an alias once generations exist); writers name a
     # generation's own index.
-    return OpenSearchIndex(client, name or settings.collection)
+    return OpenSearchIndex(client, name or settings.collection, codes=codes(settings))
 
 
 def clip_engine(settings: Settings) -> ClipEngine:
@@ -215,13 +232,20 @@ def collection(settings: Settings) -> Collection:
     def drop(generation: str) -> None:
         import lancedb
 
-        lancedb.connect(uri).drop_table(generation)
+        from mediasearch.index.lancedb_codes import codes_table_name
+
+        db = lancedb.connect(uri)
+        db.drop_table(generation)
+        if codes_table_name(generation) in db.list_tables().tables:
+            db.drop_table(codes_table_name(generation))  # the generation's rotation
 
     return Collection(
         name,
         StoreCatalog(open_store(uri), name),
         lock,
-        lambda generation: LanceDBIndex(uri, generation, refresh_s=settings.index_refresh_s),
+        lambda generation: LanceDBIndex(
+            uri, generation, refresh_s=settings.index_refresh_s, codes=codes(settings)
+        ),
         drop,
     )
 

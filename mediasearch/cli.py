@@ -25,7 +25,7 @@ from mediasearch.cli_support import (
     source_store,
     source_uri,
 )
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode, VideoEncoder
+from mediasearch.core.choices import Aggregation, CutoffMode, ResultKind, SearchMode, VideoEncoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -464,6 +464,15 @@ def search(
         VideoEncoder,
         typer.Option(help="with --video: whole-video CLIP vectors, or the trained video encoder's features"),
     ] = VideoEncoder.CLIP,
+    min_score: Annotated[
+        float | None, typer.Option(help="leave out results scoring below this (-1 to 1)", metavar="SCORE")
+    ] = None,
+    cutoff: Annotated[
+        CutoffMode | None,
+        typer.Option(
+            help="auto: stop at a clear drop in this query's scores (the output says where and why)"
+        ),
+    ] = None,
 ) -> None:
     """Search the index from the command line (no server needed): a text query, --image or --video.
 
@@ -512,6 +521,10 @@ def search(
         payload["filters"] = filters
     if encoder is not VideoEncoder.CLIP:
         payload["encoder"] = encoder
+    if min_score is not None:
+        payload["min_score"] = min_score
+    if cutoff is not None:
+        payload["cutoff"] = cutoff
     if kind:
         payload["kinds"] = kind
     if image is not None:
@@ -542,7 +555,13 @@ def search(
             raise error(f"--{option}: {first['msg'].removeprefix('Value error, ')}") from None
         if first["loc"] and first["loc"][0] == "parts" and len(first["loc"]) > 1:
             raise error(f"part {first['loc'][1]}: {first['msg'].removeprefix('Value error, ')}") from None
-        name = {"text": "TEXT", "image": "--image", "video_id": "--video", "kinds": "--kind"}.get(
+        name = {
+            "text": "TEXT",
+            "image": "--image",
+            "video_id": "--video",
+            "kinds": "--kind",
+            "min_score": "--min-score",
+        }.get(
             str(first["loc"][0]) if first["loc"] else "", f"--{first['loc'][0]}" if first["loc"] else "query"
         )
         raise error(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
@@ -656,6 +675,10 @@ def print_results(response: SearchResponse) -> None:
         typer.echo(f"{n:>3}. {r.score:+.3f} {r.kind.value:<5} {r.id}  {r.uri}")
         for s in r.scenes:
             typer.echo(f"       scene {s.scene} {s.t_start:.1f}-{s.t_end:.1f}s {s.score:+.3f}")
+    if response.cutoff is not None:
+        typer.echo(
+            f"cutoff ({response.cutoff.rule}): kept {response.cutoff.kept}, dropped {response.cutoff.dropped}: {response.cutoff.reason}"
+        )
     typer.echo(f"({response.took_ms:.1f} ms)")
 
 

@@ -37,3 +37,10 @@ class VideoEncoder(StrEnum):
 
     CLIP = "clip"  # the mean of the video's CLIP frame vectors
     LEARNED = "learned"  # the trained video encoder's feature (MEDIASEARCH_VIDEO_ENCODER at ingest)
+
+
+class CutoffMode(StrEnum):
+    """`cutoff` of a search: `auto`, a per-query cut at a clear drop in the scores
+    (mediasearch.query.cutoff)."""
+
+    AUTO = "auto"

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 # Defined in core.choices (importable without pydantic, for the CLI) and imported from here as before.
-from mediasearch.core.choices import Aggregation, ResultKind, SearchMode, VideoEncoder
+from mediasearch.core.choices import Aggregation, CutoffMode, ResultKind, SearchMode, VideoEncoder
 from mediasearch.core.defaults import HYBRID_CLIP_WEIGHT, HYBRID_KEYWORD_WEIGHT
 
 
@@ -427,6 +427,18 @@ class SearchRequest(BaseModel):
         description="with video_id: compare whole-video CLIP vectors (clip) or the trained video "
         "encoder's features (learned)",
     )
+    min_score: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="leave out results scoring below this (cosine in [-1, 1]; the fused score in hybrid "
+        "mode). Scales differ per query: see cutoff=auto",
+    )
+    cutoff: CutoffMode | None = Field(
+        default=None,
+        description="auto: stop at the largest drop in the top k scores when it stands out from the "
+        "spread of the query's own candidate scores; the response's `cutoff` says where and why",
+    )
 
     @field_validator(*QUERY_FIELDS, mode="before")
     @classmethod
@@ -514,12 +526,25 @@ class SearchResult(MediaView):
     )
 
 
+class CutoffReport(BaseModel):
+    """Where a relevance cutoff (min_score, cutoff=auto) ended the results, and why."""
+
+    rule: str = Field(description="min_score, auto, or both joined by +")
+    threshold: float | None = Field(description="the lowest score kept; None when nothing was cut")
+    kept: int
+    dropped: int = Field(description="results of the top k without a cutoff that it left out")
+    reason: str
+
+
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     facets: dict[str, int] = Field(default_factory=dict, description="tag -> number of results carrying it")
     took_ms: float
     generation: str | None = Field(
         default=None, description="the index generation that answered (one per embedding model)"
+    )
+    cutoff: CutoffReport | None = Field(
+        default=None, description="set when min_score or cutoff asked for a cut: where and why it cut"
     )
 
 

@@ -43,6 +43,14 @@ class ClipPrecision(StrEnum):
     INT8 = "int8"
 
 
+class VectorCodes(StrEnum):
+    """Binary codes for k-NN (mediasearch.index.codes): off, or the rotation before the sign."""
+
+    OFF = "off"
+    RANDOM = "random"
+    ITQ = "itq"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIASEARCH_", env_file=".env", extra="ignore")
 
@@ -139,6 +147,19 @@ class Settings(BaseSettings):
         le=3600,
         description="a running server sees other processes' committed writes within this many seconds "
         "(LanceDB; 0: on every read); OpenSearch's own refresh interval (1 s) bounds it there",
+    )
+    vector_codes: VectorCodes = Field(
+        VectorCodes.OFF,
+        description="binary codes for k-NN: 1 bit per dimension (32x smaller than float32), searched by "
+        "Hamming distance then re-ranked exactly on the floats. LanceDB: random or itq (learned) rotation; "
+        "OpenSearch: either turns on the on_disk mode with 32x compression and rescoring (the plugin's "
+        "own 1-bit quantiser). Set before a collection is created on OpenSearch",
+    )
+    codes_oversample: int = Field(
+        defaults.CODES_OVERSAMPLE,
+        ge=1,
+        le=100,
+        description="candidates per result taken from the codes before the exact re-rank",
     )
     opensearch_url: str | None = None
     opensearch_aws_region: str | None = Field(None, description="set on AWS to sign requests with SigV4")

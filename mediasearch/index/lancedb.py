@@ -38,6 +38,7 @@ from lancedb.rerankers import Reranker
 from mediasearch.core.defaults import INDEX_REFRESH_S
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
 from mediasearch.index import ann
+from mediasearch.index import lancedb_codes
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
@@ -49,6 +50,8 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
+from mediasearch.index.codes import CodesConfig
+from mediasearch.index.lancedb_codes import CODE_COLUMN, RotationStore
 from mediasearch.index.schema import FIELDS, SCALAR_FIELDS, VECTOR_FIELDS, FieldSchema, arrow_schema
 
 # Below this many rows a flat scan is both exact and fast (<5 ms at 512-d), so no ANN index is built.
@@ -233,6 +236,7 @@ class LanceDBIndex(VectorIndex):
         nprobes: int = DEFAULT_NPROBES,
         refine_factor: int | None = None,
         refresh_s: float = INDEX_REFRESH_S,
+        codes: CodesConfig | None = None,
     ) -> None:
         if refresh_s < 0:
             raise ValueError(f"refresh_s must be >= 0, got {refresh_s}")
@@ -258,6 +262,10 @@ class LanceDBIndex(VectorIndex):
         # Serialises this process's writers only: merge_insert races on the same ids. Other
         # processes are kept out by the collection's writer lock (mediasearch.index.locks).
         self._write_lock = threading.Lock()
+        # Binary codes (mediasearch.index.lancedb_codes): None keeps to the float path, unless the
+        # collection already has a rotation (then writes keep coding their rows).
+        self.codes = codes
+        self._rotations = RotationStore(self._db, collection)
 
     # -- table handling -------------------------------------------------------------------------
 
@@ -355,6 +363,13 @@ class LanceDBIndex(VectorIndex):
         columns[SEARCH_TEXT] = [search_text(d) for d in docs]
         for f in VECTOR_FIELDS:
             columns[f.name] = _vector_column(f, docs, schema.field(f.name).type.list_size)
+        if CODE_COLUMN in schema.names:
+            rotation = self._rotations.load()
+            columns[CODE_COLUMN] = (
+                pa.nulls(len(docs), schema.field(CODE_COLUMN).type)
+                if rotation is None
+                else lancedb_codes.code_column(rotation, columns[VectorField.CLIP.value])
+            )
         return pa.table(columns, schema=schema)
 
     def _check_columns(self, schema: pa.Schema) -> None:
@@ -447,6 +462,7 @@ class LanceDBIndex(VectorIndex):
         n = table.count_rows()
         if not n:
             return
+        self._optimize_codes(table, n)
         indices = {ix.name: ix for ix in table.list_indices()}
         if f"{SEARCH_TEXT}_idx" not in indices:
             # English stemming and stop words, like the OpenSearch mapping's english analyzer.
@@ -562,6 +578,10 @@ class LanceDBIndex(VectorIndex):
         filter: IndexFilter | None = None,
         field: VectorField = VectorField.CLIP,
     ) -> list[Hit]:
+        if self.codes is not None and field is VectorField.CLIP:
+            coded = self._codes_knn(vector, k, filter)
+            if coded is not None:
+                return coded
         with self._reading("knn"):
             table = self._open()
             if table is None:
@@ -598,6 +618,54 @@ class LanceDBIndex(VectorIndex):
             # LanceDB's cosine distance is 1 - cos; report the similarity itself.
             return _unique_hits(
                 Hit(score=float(1.0 - row.pop("_distance")), document=self._fields(row)) for row in rows
+            )
+
+    def _codes_knn(self, vector: np.ndarray, k: int, filter: IndexFilter | None) -> list[Hit] | None:
+        """k-NN by Hamming distance over the codes, re-ranked on the floats; None while the collection
+        has no rotation yet (the float path answers, exactly)."""
+        assert self.codes is not None
+        with self._reading("knn"):
+            table = self._open()
+            if table is None or CODE_COLUMN not in table.schema.names:
+                return None
+            rotation = self._rotations.load(self.refresh_s)
+            if rotation is None:
+                return None
+            if filter is not None and filter.kinds:
+                present, wanted = self._kinds_present(table), {k.value for k in filter.kinds}
+                if not present & wanted:
+                    return []
+                if present <= wanted:
+                    filter = replace(filter, kinds=())
+            rows = lancedb_codes.search(
+                table,
+                rotation,
+                vector,
+                k,
+                self.codes.oversample,
+                where_clause(filter),
+                _FIELD_COLUMNS,
+                self.nprobes,
+            )
+            return _unique_hits(Hit(score=score, document=self._fields(row)) for score, row in rows)
+
+    def _optimize_codes(self, table: Any, n: int) -> None:
+        """Fit (or re-fit) the rotation and code the rows; code rows left without one; index the codes."""
+        rotation = self._rotations.load()
+        if self.codes is not None and lancedb_codes.needs_fit(rotation, self.codes, n):
+            rotation = lancedb_codes.fit_and_code(table, self._rotations, self.codes)
+            if f"{CODE_COLUMN}_idx" in {ix.name for ix in table.list_indices()}:
+                table.drop_index(f"{CODE_COLUMN}_idx")  # its partitions were trained on the old codes
+        if rotation is None or CODE_COLUMN not in table.schema.names:
+            return
+        if table.count_rows(f"{CODE_COLUMN} IS NULL AND {VectorField.CLIP.value} IS NOT NULL"):
+            # Rows written before the rotation was stored (a fit interrupted by a kill).
+            lancedb_codes.recode(table, rotation, f"{CODE_COLUMN} IS NULL")
+        if n >= ANN_MIN_ROWS and f"{CODE_COLUMN}_idx" not in {ix.name for ix in table.list_indices()}:
+            table.create_index(
+                CODE_COLUMN,
+                config=IvfFlat(distance_type="hamming", num_partitions=max(1, round(float(np.sqrt(n))))),
+                replace=False,
             )
 
     def hybrid(

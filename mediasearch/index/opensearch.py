@@ -17,6 +17,8 @@ the documented formats. Pages relied on (OpenSearch 2.11+, checked against the 2
   https://docs.opensearch.org/latest/api-reference/search-apis/count/ ,
   https://docs.opensearch.org/latest/api-reference/document-apis/delete-by-query/
 - SigV4 with opensearch-py: https://github.com/opensearch-project/opensearch-py/blob/main/guides/auth.md
+- binary codes (MEDIASEARCH_VECTOR_CODES): see ``ON_DISK_32X`` and ``knn_query``'s ``oversample``;
+  opensearch-project/k-NN at tag 2.19.0.0, files named there.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mediasearch.index.base import (
     VectorField,
     VectorIndex,
 )
+from mediasearch.index.codes import CodesConfig
 from mediasearch.index.schema import FIELDS, VECTOR_FIELDS, opensearch_properties
 
 # Left out of every _source that is read without vectors (hits, get_many).
@@ -98,9 +101,30 @@ def _knn_vector(dimension: int) -> dict[str, Any]:
     }
 
 
-def index_body(spec: IndexSpec) -> dict[str, Any]:
+# Binary codes on OpenSearch: the k-NN plugin's disk-based mode rather than a second `binary` /
+# `hamming` knn_vector field. With `mode: on_disk` the faiss HNSW graph holds 1-bit codes (32x is
+# that mode's default compression; FaissMethodResolver.getDefaultCompressionLevel and resolveEncoder,
+# which adds the `binary` QFrameBitEncoder with 1 bit per float), while the full-precision vectors
+# stay on disk for the rescoring pass: the same codes-then-exact-re-rank as on LanceDB, done by the
+# cluster, with scores on the full vectors (so `cosine_from_score` still holds). A separate binary
+# field would need the float field too, and a client-side re-rank fetching each candidate's vector
+# as JSON. The plugin's quantiser thresholds each dimension at its mean over the segment
+# (quantization/quantizer/OneBitScalarQuantizer.java) instead of rotating first, so the rotation
+# setting (random / itq) only applies on LanceDB.
+ON_DISK_32X: dict[str, Any] = {"mode": "on_disk", "compression_level": "32x"}
+
+
+def knn_vector_with_codes(dimension: int) -> dict[str, Any]:
+    """The clip_vector mapping with binary codes: the usual method, in on_disk mode at 32x."""
+    return {**_knn_vector(dimension), **ON_DISK_32X}
+
+
+def index_body(spec: IndexSpec, codes: CodesConfig | None = None) -> dict[str, Any]:
     """The create-index request: k-NN enabled, one property per IndexDocument field, derived from the
-    record by mediasearch.index.schema."""
+    record by mediasearch.index.schema. With `codes`, clip_vector is kept as 1-bit codes (on_disk)."""
+    properties = opensearch_properties(spec, _knn_vector)
+    if codes is not None:
+        properties[VectorField.CLIP.value] = knn_vector_with_codes(spec.clip_dim)
     return {
         "settings": {"index": {"knn": True}},
         "mappings": {
@@ -108,7 +132,7 @@ def index_body(spec: IndexSpec) -> dict[str, Any]:
             # created) fails the upsert loudly instead of being mapped dynamically, e.g. as `text`
             # where a filter needs `keyword`.
             "dynamic": "strict",
-            "properties": opensearch_properties(spec, _knn_vector),
+            "properties": properties,
         },
     }
 
@@ -191,8 +215,15 @@ def knn_query(
     k: int,
     filter: IndexFilter | None = None,
     field: VectorField = VectorField.CLIP,
+    oversample: int | None = None,
 ) -> dict[str, Any]:
-    """The _search body: approximate k-NN on `field`, efficiently filtered, vectors left out of hits."""
+    """The _search body: approximate k-NN on `field`, efficiently filtered, vectors left out of hits.
+
+    `oversample` (binary codes on clip_vector) adds `rescore: {oversample_factor}`: the first pass
+    over the codes returns min(10000, max(100, ceil(k x factor))) candidates per shard, which are
+    re-scored on the full-precision vectors (query/rescore/RescoreContext.getFirstPassK; the factor
+    must lie in [1, 100], query/parser/RescoreParser.validate).
+    """
     arr = np.asarray(vector, dtype=np.float32)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"a query vector must be a non-empty 1-D array, got shape {arr.shape}")
@@ -203,6 +234,8 @@ def knn_query(
     if clause is not None:
         # Inside `knn` (not a bool post-filter) so faiss returns k hits that all match.
         knn["filter"] = clause
+    if oversample is not None and field is VectorField.CLIP:
+        knn["rescore"] = {"oversample_factor": float(oversample)}
     return {
         "size": k,
         "_source": {"excludes": list(VECTOR_NAMES)},
@@ -216,6 +249,7 @@ def hybrid_query(
     k: int,
     filter: IndexFilter | None = None,
     weights: HybridWeights = HybridWeights(),
+    oversample: int | None = None,
 ) -> dict[str, Any]:
     """The _search body of a hybrid query: BM25 over caption and tags, and CLIP k-NN, fused by a
     temporary search pipeline carried in the body itself.
@@ -228,7 +262,7 @@ def hybrid_query(
     by default) rather than as a named pipeline PUT once per weight pair: nothing accumulates in
     cluster state from request input, and the caller needs no write permission on the domain.
     """
-    knn_body = knn_query(vector, k, filter)
+    knn_body = knn_query(vector, k, filter, oversample=oversample)
     keyword: dict[str, Any] = {"multi_match": {"query": text, "fields": ["caption", "tags"]}}
     clause = filter_clause(filter)
     if clause is not None:
@@ -353,8 +387,11 @@ class OpenSearchIndex(VectorIndex):
         *,
         bulk_retries: int = BULK_RETRIES,
         bulk_backoff_s: float = BULK_BACKOFF_S,
+        codes: CodesConfig | None = None,
     ) -> None:
         self.client = client
+        # Binary codes: indices this creates map clip_vector on_disk (32x), and queries rescore.
+        self.codes = codes
         self.collection = collection
         self.bulk_retries = bulk_retries
         self.bulk_backoff_s = bulk_backoff_s
@@ -389,7 +426,7 @@ class OpenSearchIndex(VectorIndex):
         with self._errors("create"):
             if not self.client.indices.exists(index=self.collection):
                 try:
-                    self.client.indices.create(index=self.collection, body=index_body(spec))
+                    self.client.indices.create(index=self.collection, body=index_body(spec, self.codes))
                     self._exists = True
                     return
                 except RequestError as e:
@@ -474,7 +511,7 @@ class OpenSearchIndex(VectorIndex):
         filter: IndexFilter | None = None,
         field: VectorField = VectorField.CLIP,
     ) -> list[Hit]:
-        body = knn_query(vector, k, filter, field)
+        body = knn_query(vector, k, filter, field, oversample=self._oversample)
         with self._errors("knn search"):
             response = self._unless_missing(self.client.search, index=self.collection, body=body)
         if response is None:
@@ -496,7 +533,9 @@ class OpenSearchIndex(VectorIndex):
     ) -> list[Hit]:
         with self._errors("hybrid search"):
             response = self._unless_missing(
-                self.client.search, index=self.collection, body=hybrid_query(text, vector, k, filter, weights)
+                self.client.search,
+                index=self.collection,
+                body=hybrid_query(text, vector, k, filter, weights, oversample=self._oversample),
             )
         if response is None:
             return []
@@ -506,6 +545,10 @@ class OpenSearchIndex(VectorIndex):
             Hit(document=DocumentFields.model_validate(hit["_source"]), score=float(hit["_score"]))
             for hit in response["hits"]["hits"]
         ]
+
+    @property
+    def _oversample(self) -> int | None:
+        return None if self.codes is None else self.codes.oversample
 
     def get_many(self, ids: Iterable[str]) -> list[DocumentFields]:
         sources = self._mget(ids, {"_source_excludes": list(VECTOR_NAMES)})

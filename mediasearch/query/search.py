@@ -45,6 +45,7 @@ from mediasearch.core.records import (
 from mediasearch.core.storage import ObjectStore, StoreError, open_uri
 from mediasearch.index.base import Hit, HybridWeights, IndexFilter, VectorField, VectorIndex
 from mediasearch.query import compose
+from mediasearch.query.cutoff import CutoffMode, cut_results, pool_size
 from mediasearch.query.encoder import QueryEncoder, TextVectoriser
 from mediasearch.query.links import MediaLinks
 from mediasearch.query.timing import phase
@@ -398,6 +399,10 @@ class SearchService:
         started = time.perf_counter()
         with phase("encode"):
             query = self.plan(req)
+        asked = req
+        if req.cutoff is CutoffMode.AUTO:
+            # A larger pool than k: its scores past the first k show this query's background.
+            req = req.model_copy(update={"k": pool_size(req.k)})
         results: list[SearchResult] = []
         if ResultKind.IMAGE in req.kinds and req.video_id is None:
             hits = self.hits(query, req, req.k, (DocKind.IMAGE,))
@@ -417,11 +422,13 @@ class SearchService:
             if query.composed is not None:
                 results = compose.explain_parts(self, query.composed, results, req)
             results = results[: req.k]
+            results, cutoff = cut_results(results, asked)
             return SearchResponse(
                 results=results,
                 facets=dict(Counter(t for r in results for t in r.tags).most_common()),
                 took_ms=round((time.perf_counter() - started) * 1000, 2),
                 generation=self.generation(),
+                cutoff=cutoff,
             )
 
     def video_results(self, query: Query, req: SearchRequest) -> list[SearchResult]:

@@ -122,6 +122,7 @@ async function search() {
     return showError("Choose images, videos or both.");
   }
   const payload = { kinds, mode: selectedMode(), k: resultCount() };
+  if ($("#cutoff-auto").checked) payload.cutoff = "auto";
   const filters = photoFilters();
   if (filters === null) return;
   if (Object.keys(filters).length) payload.filters = filters;
@@ -173,6 +174,8 @@ async function run(what, call, { scroll = false } = {}) {
     const body = await call();
     if (mine !== generation) return;
     render(body.results, what, body.took_ms);
+    // Where and why a cutoff ended the list (the response's `cutoff`), said beside the count.
+    if (body.cutoff && body.cutoff.dropped > 0) statusEl.textContent += ` (cut after ${body.cutoff.kept}: ${body.cutoff.reason})`;
   } catch (err) {
     if (mine !== generation) return;
     resultsEl.replaceChildren();
