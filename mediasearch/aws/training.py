@@ -29,8 +29,9 @@ Optional channel `model`: a saved CLIP (its files, or a model.tar.gz such as an 
 to fine-tune from (clip) or to take frame features with (video-encoder), instead of a hub id.
 
 Resuming: CheckpointConfig maps /opt/ml/checkpoints to the S3 prefix; with managed spot training
-SageMaker restarts an interrupted job with that folder restored, and the training functions resume
-from what they find there. Give `--checkpoint-uri` of an earlier job to resume a stopped one.
+SageMaker restarts an interrupted job with that folder restored. The video encoder keeps its run there
+(checkpoint.pt after every epoch) and resumes from it; CLIP fine-tuning keeps no mid-run checkpoint and
+starts again. Give `--checkpoint-uri` of an earlier job to resume a stopped video-encoder run.
 """
 
 from __future__ import annotations

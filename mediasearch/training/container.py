@@ -38,7 +38,7 @@ import sys
 import tarfile
 import tempfile
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -224,13 +224,6 @@ def image_path(uri: str, s3_prefix: str | None) -> str:
     return uri
 
 
-def _checkpoint_kwargs(train: Callable[..., Any], checkpoint_dir: Path) -> dict[str, Any]:
-    import inspect
-
-    params = inspect.signature(train).parameters
-    return {"checkpoint_dir": checkpoint_dir} if "checkpoint_dir" in params else {}
-
-
 def _report_json(report: Any) -> str:
     dump = getattr(report, "model_dump_json", None)
     return dump() if callable(dump) else json.dumps(report, default=str)
@@ -258,11 +251,7 @@ def train(job: str, layout: ContainerLayout, values: Mapping[str, str]) -> Any:
             )
             if base is not None:
                 config = config.model_copy(update={"base_model": str(base)})
-            from mediasearch.training.clip import train_clip
-
-            report = train_clip(
-                config, pairs, layout.model_dir, **_checkpoint_kwargs(train_clip, layout.checkpoint_dir)
-            )
+            report = _train_clip(config, pairs, layout)
         else:
             assert isinstance(config, VideoTrainConfig)
             report = _train_video(config, layout, base, scratch)
@@ -272,6 +261,20 @@ def train(job: str, layout: ContainerLayout, values: Mapping[str, str]) -> Any:
         return report
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_clip(config: ClipTrainConfig, pairs: Path, layout: ContainerLayout) -> Any:
+    """The fine-tuned CLIP is saved straight into /opt/ml/model (a checkpoint folder is its layout).
+
+    train_clip keeps no mid-run checkpoint: a restarted (spot) job trains again from the start."""
+    from mediasearch.core.errors import ModelLoadError
+    from mediasearch.training.clip import train_clip
+    from mediasearch.training.pairs import PairsError
+
+    try:
+        return train_clip(config, pairs, layout.model_dir)
+    except (PairsError, ModelLoadError) as exc:
+        raise TrainingInputError(str(exc)) from None
 
 
 def _train_video(config: VideoTrainConfig, layout: ContainerLayout, base: Path | None, scratch: Path) -> Any:
