@@ -37,8 +37,7 @@ from lancedb.rerankers import Reranker
 
 from mediasearch.core.defaults import INDEX_REFRESH_S
 from mediasearch.core.records import DocKind, DocumentFields, IndexDocument
-from mediasearch.index import ann
-from mediasearch.index import lancedb_codes
+from mediasearch.index import ann, lancedb_codes
 from mediasearch.index.base import (
     Hit,
     HybridWeights,
