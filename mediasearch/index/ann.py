@@ -557,6 +557,7 @@ def filter_mask(fields: pa.Table, flt: IndexFilter) -> np.ndarray:
         conditions.append(lambda: pc.greater_equal(fields["width"], int(flt.min_width or 0)))
     if flt.min_height is not None:
         conditions.append(lambda: pc.greater_equal(fields["height"], int(flt.min_height or 0)))
+    conditions.extend(photo_conditions(fields, flt))
     mask = np.ones(n, dtype=bool)
     for condition in conditions:
         mask &= pc.fill_null(condition(), False).to_numpy(zero_copy_only=False)
@@ -569,3 +570,27 @@ def filter_mask(fields: pa.Table, flt: IndexFilter) -> np.ndarray:
             has[parents[hit]] = True
             mask &= has
     return mask
+
+
+def photo_conditions(fields: pa.Table, flt: IndexFilter) -> list[Callable[[], Any]]:
+    """The EXIF filters as `lancedb.photo_predicates` writes them in SQL: a taken-at range, a camera, a
+    GPS box that may cross the antimeridian. A filter the graph path ignored would return documents
+    it excludes, so every `IndexFilter` field has its condition here (a test holds the two together)."""
+    conditions: list[Callable[[], Any]] = []
+    if flt.taken_after is not None:
+        after = pa.scalar(flt.taken_after, type=fields.schema.field("taken_at").type)
+        conditions.append(lambda: pc.greater_equal(fields["taken_at"], after))
+    if flt.taken_before is not None:
+        before = pa.scalar(flt.taken_before, type=fields.schema.field("taken_at").type)
+        conditions.append(lambda: pc.less(fields["taken_at"], before))
+    if flt.camera is not None:
+        conditions.append(lambda: pc.equal(fields["camera"], flt.camera))
+    if flt.bbox is not None:
+        min_lat, min_lon, max_lat, max_lon = (float(v) for v in flt.bbox)
+        lat, lon = fields["gps_lat"], fields["gps_lon"]
+        conditions.append(lambda: pc.and_(pc.greater_equal(lat, min_lat), pc.less_equal(lat, max_lat)))
+        if min_lon <= max_lon:
+            conditions.append(lambda: pc.and_(pc.greater_equal(lon, min_lon), pc.less_equal(lon, max_lon)))
+        else:  # across the antimeridian
+            conditions.append(lambda: pc.or_(pc.greater_equal(lon, min_lon), pc.less_equal(lon, max_lon)))
+    return conditions
