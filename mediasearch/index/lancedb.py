@@ -1,11 +1,16 @@
 """LanceDB backend: the embedded default, one table per collection on local disk (or S3).
 
-Small tables are searched exactly (a flat scan beats any ANN structure there); once a table is
-large enough, `optimize()` builds an IVF_FLAT index with ~sqrt(n) partitions, plus a bitmap index on
-`kind`. IVF_FLAT keeps full vectors in its partitions, so distances are exact and no refine step (a
-random read of every candidate's full vector) is needed; recall only depends on how many partitions
-are probed. At 100k x 512 that gives recall@10 ~0.99 at under 10 ms per query on 2 cores
-(bench/bench_knn.py), where IVF_HNSW_SQ with refinement measured ~3x slower for the same recall.
+Small tables are searched exactly (a flat scan beats any ANN structure there). Once a table is large
+enough, k-NN on clip vectors goes through an HNSW graph (faiss) kept beside a local table as a derived,
+rebuildable cache (mediasearch.index.ann): LanceDB stays the store of record, `optimize()` brings the
+graph up to each new version, and readers map it onto the version they read (rows written since are
+searched exactly, removed ones masked), so results stay exactly as fresh and as filtered as the table.
+LanceDB's own vector index cannot get within 3x of faiss's HNSW: at 100k x 512 on 2 cores IVF_FLAT
+measured 8 ms per query and IVF_HNSW_SQ 4.5 ms, where the graph answers in ~0.2 ms plus ~0.2 ms to
+return documents (bench/bench_knn.py). `optimize()` still builds an IVF_FLAT index (~sqrt(n)
+partitions; full vectors, so exact distances), plus a bitmap index on `kind`: it answers where the
+graph cannot (an S3 table, a caption-vector query, a graph file missing or damaged, the moments after
+a compaction before the graph is updated).
 
 Every index (full-text, vector, bitmap) is built, and the table compacted, in `optimize()` alone,
 which writers call at the end of a write; queries only read, so concurrent queries never race on a
