@@ -9,7 +9,7 @@ import pytest
 from mediasearch.core.records import DocKind
 from mediasearch.index import lancedb as lancedb_module
 from mediasearch.index.lancedb import LanceDBIndex
-from tests.test_index_maintenance import doc, filled, index_names
+from tests.test_index_maintenance import doc, filled, index_names, unit
 
 
 @pytest.fixture
@@ -47,3 +47,21 @@ def test_small_collections_get_no_id_index(tmp_path: Path) -> None:
     index = filled(tmp_path, 6)
     index.optimize()
     assert "id_idx" not in index_names(index)
+
+
+@pytest.mark.usefixtures("small_scale")
+def test_reads_by_id_from_the_knn_snapshot_agree_with_the_table(tmp_path: Path) -> None:
+    index = filled(tmp_path, 40)
+    index.optimize()
+    wanted = [f"d{i}" for i in (3, 17, 39)] + ["nope"]
+    from_table = index.get_many(wanted)  # no k-NN yet: no snapshot, a LanceDB query
+    assert index.knn(unit(3), 3)[0].document.id == "d3"  # the graph's snapshot is loaded now
+    assert index._ann is not None and index._ann.snapshot(index.table) is not None
+    assert index._snapshot_rows(index.table, wanted) is not None  # answered from the snapshot
+    assert index.get_many(wanted) == from_table
+    # A write moves the table past the snapshot: reads by id see it at once, never the old rows.
+    index.upsert([doc(17, caption="rewritten"), doc(200)])
+    index.delete(["d39"])
+    got = {d.id: d for d in index.get_many([*wanted, "d200"])}
+    assert set(got) == {"d3", "d17", "d200"}
+    assert got["d17"].caption == "rewritten"

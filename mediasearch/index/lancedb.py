@@ -258,6 +258,8 @@ class LanceDBIndex(VectorIndex):
         self._kinds: tuple[tuple[int, int], frozenset[str]] | None = None
         # This process's view of the HNSW graph kept beside the table (mediasearch.index.ann).
         self._ann: Any = None
+        # (snapshot, id -> its row in the snapshot's fields): reads by id from the k-NN snapshot.
+        self._snapshot_ids: tuple[Any, dict[str, int]] | None = None
         # Serialises this process's writers only: merge_insert races on the same ids. Other
         # processes are kept out by the collection's writer lock (mediasearch.index.locks).
         self._write_lock = threading.Lock()
@@ -725,9 +727,36 @@ class LanceDBIndex(VectorIndex):
             table = self._open()
             if table is None or not ids:
                 return []
-            rows = self._latest_rows(table, ids, _FIELD_COLUMNS).to_pylist()
+            rows = self._snapshot_rows(table, ids)
+            if rows is None:
+                rows = self._latest_rows(table, ids, _FIELD_COLUMNS).to_pylist()
             by_id = {r["id"]: self._fields(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
+
+    def _snapshot_rows(self, table: Any, ids: list[str]) -> list[dict[str, Any]] | None:
+        """The rows of `ids` from the k-NN reader's in-memory snapshot, where it holds this very table
+        version (None otherwise: the caller queries LanceDB).
+
+        A search's video documents were an `id IN (...)` query: 7-13 ms at 100k rows under load,
+        the largest part of a search once k-NN went through the graph. The snapshot already holds
+        every live row's fields, one row per id, so this is a dict lookup and a take. The version is
+        compared on each call (one round trip), so a writer reading its own writes never gets an
+        older snapshot.
+        """
+        reader = self._ann
+        if reader is None or reader.path is None:
+            return None
+        snap = reader.snapshot(table)
+        if snap is None or snap.version != int(table.version):
+            return None
+        cached = self._snapshot_ids
+        if cached is None or cached[0] is not snap:
+            cached = self._snapshot_ids = (
+                snap,
+                dict(zip(snap.fields["id"].to_pylist(), range(snap.fields.num_rows), strict=True)),
+            )
+        positions = [cached[1][i] for i in ids if i in cached[1]]
+        return snap.fields.take(pa.array(positions, type=pa.int64())).to_pylist()
 
     def get_many_with_vectors(self, ids: Iterable[str]) -> list[IndexDocument]:
         ids = list(dict.fromkeys(ids))
