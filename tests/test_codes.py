@@ -257,3 +257,25 @@ def test_fake_refuses_an_oversample_factor_out_of_range() -> None:
 
     with pytest.raises(IndexError_, match="Oversample factor"):
         idx.knn(clustered(1, DIM, 9)[0], 3)
+
+
+def test_dropping_a_lancedb_generation_drops_its_rotation(tmp_path: Path) -> None:
+    import lancedb
+
+    from mediasearch.backends import codes, collection
+    from mediasearch.core.settings import Settings, VectorCodes
+
+    settings = Settings(
+        store=str(tmp_path / "media"), lancedb_uri=str(tmp_path / "db"), vector_codes=VectorCodes.RANDOM
+    )
+    config = codes(settings)
+    assert config == CodesConfig(method=CodeMethod.RANDOM, oversample=settings.codes_oversample)
+    assert codes(Settings(store=str(tmp_path))) is None
+    idx = collection(settings)._open_index("gen-1")
+    idx.create(IndexSpec(clip_dim=DIM, caption_dim=4))
+    idx.upsert(_docs(clustered(CODES_MIN_ROWS, DIM, 10)))
+    idx.optimize()
+    db = lancedb.connect(str(tmp_path / "db"))
+    assert codes_table_name("gen-1") in db.list_tables().tables
+    collection(settings)._drop_index("gen-1")
+    assert not {"gen-1", codes_table_name("gen-1")} & set(db.list_tables().tables)
