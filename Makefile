@@ -86,6 +86,7 @@ bench: setup
 	$(BIN)/python bench/bench_freshness.py --refresh-s 0 0.25 1 --writes 20
 	$(BIN)/python bench/bench_living.py
 	$(BIN)/python bench/bench_decode_memory.py
+	$(BIN)/python bench/bench_toy_clip.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache
