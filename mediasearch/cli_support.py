@@ -166,8 +166,8 @@ def model_paragraph(exc: BaseException) -> str:
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
         return (
             f"error: cannot load the model {name!r}: it is not in the local cache and {why}.\n"
-            "Either run `make demo-offline` (the same demo with random weights: every stage runs, the\n"
-            "rankings are noise), or set MEDIASEARCH_CLIP_MODEL=<a local directory with a CLIP checkpoint>."
+            "Either run `make demo-offline` (the same demo with a toy CLIP trained here on synthetic\n"
+            "shapes), or set MEDIASEARCH_CLIP_MODEL=<a local directory with a CLIP checkpoint>."
         )
     return f"error: {message.rstrip('.')}.\nSet MEDIASEARCH_CLIP_MODEL to a hub id you can download or a local checkpoint directory."
 

@@ -21,8 +21,9 @@ from mediasearch.corpus.images import ImageLabel
 
 class EvalQuery(BaseModel):
     text: str
-    colour: str
-    shape: str
+    # Empty for queries that are not built from the synthetic labels (a pairs file's captions).
+    colour: str = ""
+    shape: str = ""
     relevant_ids: list[str] = Field(min_length=1)
 
 
