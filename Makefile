@@ -61,10 +61,11 @@ demo: setup
 # demo with it. Its rankings mean something on this corpus, and nothing on photos.
 TOY_MODEL ?= $(DATA)/models/toy-clip
 TOY_COPIES ?= 6
+TOY_EPOCHS ?= 10
 demo-offline: setup
 	$(BIN)/mediasearch train demo-pairs $(DATA)/train --copies $(TOY_COPIES) > /dev/null
 	$(BIN)/mediasearch train clip $(DATA)/train/train.jsonl --eval $(DATA)/train/heldout.jsonl \
-		--from-scratch --out $(TOY_MODEL)
+		--from-scratch --epochs $(TOY_EPOCHS) --batch-size 64 --out $(TOY_MODEL)
 	$(MAKE) demo CLIP_MODEL=$(TOY_MODEL) DATA=$(DATA)
 
 # The former offline demo: randomly initialised ViT-B/32 weights (every stage at the real model's cost,
@@ -85,6 +86,7 @@ bench: setup
 	$(BIN)/python bench/bench_freshness.py --refresh-s 0 0.25 1 --writes 20
 	$(BIN)/python bench/bench_living.py
 	$(BIN)/python bench/bench_decode_memory.py
+	$(BIN)/python bench/bench_toy_clip.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache

@@ -188,7 +188,7 @@ def test_train_clip_cli_fine_tunes_a_tiny_model_into_a_working_checkpoint(
     out = tmp_path / "model"
     proc = _cli(
         "train", "clip", str(pairs), "--base-model", str(tiny_clip_dir), "--out", str(out),
-        "--epochs", "2", "--batch-size", "8", "--holdout-fraction", "0.25", "--json", "--quiet",
+        "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--holdout-fraction", "0.25", "--json", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = ClipTrainReport.model_validate_json(proc.stdout)
@@ -209,7 +209,7 @@ def test_train_clip_cli_fine_tunes_a_tiny_model_into_a_working_checkpoint(
     assert (a * b).sum(axis=1).min() > 0.999
     # Fine-tuning changed the weights: the same text no longer embeds as the base model does.
     base = ClipModel(str(tiny_clip_dir), device="cpu").load().embed_texts(["a red circle"])
-    assert float((base * b[:1]).sum()) < 0.9999
+    assert float((base * b[:1]).sum()) < 0.999
     from mediasearch.aws.packaging import build_model_archive
 
     archive = build_model_archive(out, tmp_path / "model.tar.gz")

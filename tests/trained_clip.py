@@ -22,9 +22,9 @@ SEEDS = (1, 2, 3)
 
 TINY_TRAIN = ClipTrainConfig(
     from_scratch=True,
-    epochs=12,
-    batch_size=48,
-    lr=3e-3,
+    epochs=15,
+    batch_size=32,
+    lr=2e-3,
     image_size=32,
     patch_size=8,
     width=64,

@@ -185,8 +185,8 @@ def train_clip_command(
         "base_model": base_model,
     }
     try:
-        config = ClipTrainConfig(
-            from_scratch=from_scratch, **{k: v for k, v in given.items() if v is not None}
+        config = ClipTrainConfig.model_validate(
+            {"from_scratch": from_scratch, **{k: v for k, v in given.items() if v is not None}}
         )
     except ValidationError as exc:
         e = exc.errors()[0]

@@ -181,7 +181,8 @@ def caption_tokenizer(texts: Sequence[str]) -> Any:
     merges = word_merges(_words(texts))
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    # The stubs say list[str] ("a b" lines), but the tokenizers backend takes only (a, b) tuples.
+    return CLIPTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]
 
 
 def small_clip(config: ClipTrainConfig, tokenizer: Any) -> tuple[Any, Any]:

@@ -111,10 +111,10 @@ class ClipTrainConfig(TrainConfig):
     from_scratch: bool = Field(default=False, description="train a small randomly initialised CLIP instead")
     holdout_fraction: float = Field(default=0.2, ge=0, lt=1, description="pairs held out for recall@k")
     # The shape of a model trained from scratch (ignored when fine-tuning): both towers share width and depth.
-    image_size: int = Field(default=64, ge=8, description="from scratch: input side in pixels")
+    image_size: int = Field(default=48, ge=8, description="from scratch: input side in pixels")
     patch_size: int = Field(default=8, ge=2, description="from scratch: ViT patch side in pixels")
-    width: int = Field(default=128, ge=8, description="from scratch: hidden size of both towers")
-    layers: int = Field(default=3, ge=1, description="from scratch: transformer layers in each tower")
+    width: int = Field(default=96, ge=8, description="from scratch: hidden size of both towers")
+    layers: int = Field(default=2, ge=1, description="from scratch: transformer layers in each tower")
     heads: int = Field(default=4, ge=1, description="from scratch: attention heads")
     projection_dim: int = Field(default=64, ge=2, description="from scratch: embedding dimension")
     max_text_tokens: int = Field(default=32, ge=8, description="from scratch: text positions")
