@@ -226,7 +226,7 @@ def _pixels(pairs: Sequence[ImageTextPair], image_processor: Any, progress: bool
         except PairsError:
             raise
         except Exception as exc:  # Pillow raises several types for bytes that are not an image
-            raise PairsError(f"{pair.uri}: not a readable image ({type(exc).__name__}: {exc})") from None
+            raise PairsError(f"{pair.uri}: not a readable image ({type(exc).__name__})") from None
         pixels = image_processor(images=[image], return_tensors="np")["pixel_values"][0]
         out.append(torch.from_numpy(np.asarray(pixels, dtype=np.float16)))
     return torch.stack(out)
@@ -319,10 +319,14 @@ def _schedule(total_steps: int, warmup_fraction: float) -> Callable[[int], float
     return factor
 
 
-def _load_base(name: str) -> tuple[Any, Any, Any]:
+def _load_base(name: str, progress: bool) -> tuple[Any, Any, Any]:
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+    from transformers.utils import logging as hf_logging
 
     from mediasearch.core.errors import ModelLoadError
+
+    if not progress:  # transformers draws its own bar while loading weights
+        hf_logging.disable_progress_bar()
 
     try:
         model = CLIPModel.from_pretrained(name)
@@ -367,7 +371,7 @@ def train_clip(
         from mediasearch.core.settings import get_settings
 
         base = config.base_model or get_settings().clip_model
-        model, image_processor, tokenizer = _load_base(base)
+        model, image_processor, tokenizer = _load_base(base, progress)
 
     train_pixels = _pixels(train_set, image_processor, progress, "images")
     eval_pixels = _pixels(eval_set, image_processor, progress, "held-out images") if eval_set else None
