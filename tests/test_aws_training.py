@@ -693,7 +693,6 @@ def test_the_model_folder_the_entry_point_writes_serves_once_tarred(
 def test_clip_job_in_the_container_layout_makes_a_servable_archive(
     tmp_path: Path, tiny_clip_dir: Path, moto_endpoint: str, s3_bucket: str
 ) -> None:
-    pytest.importorskip("mediasearch.training.clip", reason="branch clip not merged yet")
     root = opt_ml(
         tmp_path,
         {
