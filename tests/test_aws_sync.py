@@ -75,10 +75,11 @@ def expiring_prefixes(media_prefix: str) -> list[str]:
     template = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     (bucket,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::S3::Bucket"]
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    # A rule outside the media prefix (training/...) is a plain string.
+    prefixes = [r["Prefix"] for r in rules if "ExpirationInDays" in r]
     return [
-        r["Prefix"]["Fn::Sub"].replace("${MediaPrefix}", media_prefix)
-        for r in rules
-        if "ExpirationInDays" in r
+        p["Fn::Sub"].replace("${MediaPrefix}", media_prefix) if isinstance(p, dict) else p
+        for p in prefixes
     ]
 
 
