@@ -286,3 +286,25 @@ def test_a_model_that_cannot_load_is_a_503_naming_no_path(
     body = json_error(client.post("/search", json={"text": "a"}), 503)
     assert body["error"] == "model unavailable" and body["detail"]["request_id"]
     assert str(tmp_path) not in client.post("/search", json={"text": "a"}).text
+
+
+@pytest.mark.parametrize(
+    ("url", "typo"),
+    [("/duplicates?treshold=0.5", "treshold"), ("/videos/v1/similar?kk=3", "kk"), ("/search/x?k=1", None)],
+)
+def test_a_misspelt_query_parameter_is_a_422_naming_it(
+    client: TestClient, url: str, typo: str | None
+) -> None:
+    """FastAPI would ignore it and run with the default: `?treshold=0.5` would answer at 0.95."""
+    if typo is None:
+        assert client.get(url).status_code in (404, 405)  # no such route: not this check's business
+        return
+    body = json_error(client.get(url), 422)
+    assert fields_of(body) == [f"query.{typo}"]
+    assert "unknown query parameter" in body["detail"][0]["message"]
+
+
+def test_declared_query_parameters_still_work(client: TestClient) -> None:
+    assert client.get("/duplicates?threshold=0.99&kind=image&limit=5").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/?q=red").status_code == 200  # the page reads its own ?q= in the browser

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 
 from mediasearch.core.settings import Settings
 from mediasearch.query.search import SearchService
@@ -27,3 +29,40 @@ async def app_settings(request: Request) -> Settings:
 
 Service = Annotated[SearchService, Depends(search_service)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare (422 naming them).
+
+    FastAPI ignores them, so `?treshold=0.99` would silently run with the default threshold; the
+    OpenAPI document declares each route's parameters as the whole set (schemathesis checks it).
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    declared = set(query_names(dependant))
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter; this route takes {', '.join(sorted(declared)) or 'none'}",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )
+
+
+def query_names(dependant: Dependant) -> list[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = [p.alias for p in dependant.query_params]
+    for sub in dependant.dependencies:
+        names.extend(query_names(sub))
+    return names
+
+
+strict_query = [Depends(known_query)]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from mediasearch.core.records import DocKind, DuplicatesResponse
-from mediasearch.query.api.deps import Service
+from mediasearch.query.api.deps import Service, strict_query
 from mediasearch.query.api.responses import documented
 from mediasearch.query.api.security import guarded
 from mediasearch.query.duplicates import (
@@ -18,7 +18,7 @@ from mediasearch.query.duplicates import (
     MAX_NEIGHBOURS,
 )
 
-router = APIRouter(tags=["duplicates"], dependencies=guarded)
+router = APIRouter(tags=["duplicates"], dependencies=[*guarded, *strict_query])
 
 
 @router.get("/duplicates", response_model=DuplicatesResponse, responses=documented(401, 503))

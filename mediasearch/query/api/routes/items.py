@@ -10,12 +10,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from mediasearch.core.records import ItemResponse
-from mediasearch.query.api.deps import Service
+from mediasearch.query.api.deps import Service, strict_query
 from mediasearch.query.api.responses import documented
 from mediasearch.query.api.security import guarded
 from mediasearch.query.search import MEDIA_TYPES, MediaFile
 
-router = APIRouter(tags=["items"], dependencies=guarded, responses=documented(401, 404, 503))
+router = APIRouter(
+    tags=["items"], dependencies=[*guarded, *strict_query], responses=documented(401, 404, 503)
+)
 
 # Ids are sha1 prefixes (plus a scene suffix); anything much longer is not one of ours.
 ItemId = Annotated[str, Path(min_length=1, max_length=128)]

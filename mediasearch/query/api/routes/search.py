@@ -8,13 +8,13 @@ from fastapi import APIRouter, Path, Query, Response
 
 from mediasearch.core.choices import VideoEncoder
 from mediasearch.core.records import ResultKind, SearchRequest, SearchResponse
-from mediasearch.query.api.deps import AppSettings, Service
+from mediasearch.query.api.deps import AppSettings, Service, strict_query
 from mediasearch.query.api.responses import documented
 from mediasearch.query.api.security import guarded
 from mediasearch.query.search import SearchService
 from mediasearch.query.timing import Timings, phase
 
-router = APIRouter(tags=["search"], dependencies=guarded)
+router = APIRouter(tags=["search"], dependencies=[*guarded, *strict_query])
 
 
 def timed_search(service: SearchService, request: SearchRequest) -> Response:
