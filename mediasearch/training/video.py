@@ -45,6 +45,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
+from mediasearch.core.errors import VideoEncoderLoadError
 from mediasearch.core.images import is_video_key
 from mediasearch.core.model_identity import ModelIdentity
 from mediasearch.core.storage import ObjectStore, StoreError, open_store
@@ -323,7 +324,10 @@ def _initial_weights(init_from: str, model: TemporalEncoder) -> None:
     path = Path(init_from).expanduser()
     if (path / ENCODER_DIR).is_dir():
         path = path / ENCODER_DIR  # a run's directory: its saved encoder
-    source = load_encoder_module(path)
+    try:
+        source = load_encoder_module(path)
+    except VideoEncoderLoadError as exc:
+        raise TrainingInputError(f"cannot fine-tune from {init_from!r}: {exc}") from None
     ours, theirs = model.config, source.config
     if (ours.frame_dim, ours.hidden, ours.layers, ours.dim) != (
         theirs.frame_dim,
