@@ -11,7 +11,7 @@ The frame tower is a random-weight CLIP unless --clip-model names a trained one:
 make frame features that are deterministic functions of the pixels (colour and layout survive a
 random ViT), not semantic ones.
 
-    python bench/bench_video_encoder.py                       # tiny random CLIP, 60 videos
+    python bench/bench_video_encoder.py                       # tiny random CLIP, 80 + 40 videos
     python bench/bench_video_encoder.py --clip-model DIR      # a real or trained CLIP checkpoint
 """
 
@@ -44,9 +44,9 @@ FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=int, default=60)
-    p.add_argument("--holdout", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--videos", type=int, default=120)
+    p.add_argument("--holdout", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--segment-seconds", type=float, default=8.0)
     p.add_argument("--frames", type=int, default=8)

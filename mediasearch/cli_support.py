@@ -161,6 +161,8 @@ def is_model_error(exc: BaseException) -> bool:
 def model_paragraph(exc: BaseException) -> str:
     """Which model could not be had, why in a few words, and the two ways on; not the chained traces."""
     message = _first_line(exc)
+    if _is_instance(exc, "mediasearch.core.errors", "VideoEncoderLoadError"):
+        return f"error: {message.rstrip('.')}, or unset MEDIASEARCH_VIDEO_ENCODER."
     quoted = re.search(r"'([^']+)'", message)
     name = quoted.group(1) if quoted else ""
     if name and not Path(name).expanduser().exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", name):

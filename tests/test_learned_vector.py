@@ -38,6 +38,7 @@ def video(i: int, learned: np.ndarray | None) -> IndexDocument:
     return IndexDocument(
         id=f"v{i}",
         kind=DocKind.VIDEO,
+        video_id=f"v{i}",
         uri=f"file:///videos/{i}.mp4",
         clip_vector=unit(i),
         learned_vector=learned,
@@ -206,3 +207,27 @@ def test_frames_of_another_clip_get_no_learned_vector(
     assert "sha256:another-clip" in report.load.learned_skipped[0]
     videos = index.get_many_with_vectors([v.id for v in index.scan(IndexFilter(kinds=(DocKind.VIDEO,)))])
     assert len(videos) == 6 and all(v.learned_vector is None for v in videos)
+
+
+def test_cli_similar_takes_the_encoder(app_env: None, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mediasearch.cli import app
+
+    index = LanceDBIndex(str(tmp_path / "lancedb"), "media")
+    index.create(IndexSpec(clip_dim=8, learned_dim=LEARNED_DIM))
+    query = unit(100, LEARNED_DIM)
+    index.upsert(
+        [video(i, query * (1 - 0.2 * i) + unit(i, LEARNED_DIM) * 0.3 * i) for i in range(4)]
+        + [video(9, None)]
+    )
+    index.optimize()
+    found = CliRunner().invoke(app, ["similar", "v0", "--encoder", "learned", "--k", "3"])
+    assert found.exit_code == 0, found.output
+    ids = [line.split()[3] for line in found.stdout.splitlines() if " video " in line]
+    assert ids == ["v1", "v2", "v3"]  # by the learned vectors; v9 has none and is no candidate
+    missing = CliRunner().invoke(app, ["similar", "v9", "--encoder", "learned"])
+    assert missing.exit_code == 2 and "no learned vector" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    wrong = CliRunner().invoke(app, ["search", "a dog", "--encoder", "learned"])
+    assert wrong.exit_code == 2 and "--encoder learned compares videos" in wrong.stderr

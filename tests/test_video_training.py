@@ -328,6 +328,15 @@ def test_cli_trains_and_refuses_bad_input_in_one_line(
         "longer than segment_seconds": ["video-encoder", str(video_folder), "--frames", "64", "--fps", "1"],
         "already holds a training run": ["video-encoder", str(video_folder), "--out", str(out), *small],
         "nothing to resume": ["video-encoder", str(video_folder), "--out", str(tmp_path / "n"), "--resume"],
+        "cannot fine-tune from": [
+            "video-encoder",
+            str(video_folder),
+            "--out",
+            str(tmp_path / "f"),
+            "--init-from",
+            str(tmp_path / "nope"),
+            *small,
+        ],
     }
     for expected, args in cases.items():
         # The first case in a process of its own (exit code and stderr as a shell sees them); the

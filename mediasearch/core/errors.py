@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message names it and says what to check."""
+
+
+class VideoEncoderLoadError(ModelLoadError):
+    """The trained video encoder (MEDIASEARCH_VIDEO_ENCODER) could not be loaded."""

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mediasearch.core.errors import ModelLoadError
+from mediasearch.core.errors import VideoEncoderLoadError
 from mediasearch.core.model_identity import ModelIdentity
 from mediasearch.core.storage import content_digest
 from mediasearch.core.vectors import l2_normalise
@@ -89,14 +89,14 @@ def save_encoder(model: TemporalEncoder, path: Path) -> Path:
 
 
 def load_encoder_module(path: Path) -> TemporalEncoder:
-    """The module saved at `path` (a directory from `save_encoder`); ModelLoadError naming it if not."""
+    """The module saved at `path` (a directory from `save_encoder`); VideoEncoderLoadError naming it if not."""
     try:
         config = EncoderConfig.model_validate_json((path / CONFIG_FILE).read_text())
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model = TemporalEncoder(config)
         model.load_state_dict(state)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelLoadError(
+        raise VideoEncoderLoadError(
             f"cannot load the video encoder {str(path)!r}: {exc}. Give the `encoder` directory a "
             "`mediasearch train video-encoder` run wrote (config.json and weights.pt)."
         ) from None
@@ -147,7 +147,13 @@ class VideoEncoder:
     @property
     def identity(self) -> ModelIdentity:
         """The weights' digest: a changed encoder is a new model for the index."""
-        digest = content_digest((self.path / WEIGHTS_FILE).read_bytes())
+        try:
+            digest = content_digest((self.path / WEIGHTS_FILE).read_bytes())
+        except OSError as exc:
+            raise VideoEncoderLoadError(
+                f"cannot load the video encoder {str(self.path)!r}: {exc.strerror or exc}. Give the "
+                "`encoder` directory a `mediasearch train video-encoder` run wrote (config.json and weights.pt)."
+            ) from None
         return ModelIdentity(id=f"video-encoder:md5:{digest}", source=str(self.path))
 
     @torch.inference_mode()

@@ -45,6 +45,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
+from mediasearch.core.errors import VideoEncoderLoadError
 from mediasearch.core.images import is_video_key
 from mediasearch.core.model_identity import ModelIdentity
 from mediasearch.core.storage import ObjectStore, StoreError, open_store
@@ -319,11 +320,18 @@ def build_encoder(config: VideoTrainConfig, frame_dim: int, tower: FrameTower) -
     )
 
 
-def _initial_weights(init_from: str, model: TemporalEncoder) -> None:
+def _fine_tune_source(init_from: str) -> TemporalEncoder:
+    """The saved encoder `init_from` names (an encoder directory or a run's), loaded before any work."""
     path = Path(init_from).expanduser()
     if (path / ENCODER_DIR).is_dir():
         path = path / ENCODER_DIR  # a run's directory: its saved encoder
-    source = load_encoder_module(path)
+    try:
+        return load_encoder_module(path)
+    except VideoEncoderLoadError as exc:
+        raise TrainingInputError(f"cannot fine-tune from {init_from!r}: {exc}") from None
+
+
+def _initial_weights(init_from: str, source: TemporalEncoder, model: TemporalEncoder) -> None:
     ours, theirs = model.config, source.config
     if (ours.frame_dim, ours.hidden, ours.layers, ours.dim) != (
         theirs.frame_dim,
@@ -426,6 +434,7 @@ def _train(
             f"{source!r} holds no videos (looked for .mp4 .mov .m4v .webm .mkv .gif files)"
         )
     ckpt = _load_checkpoint(checkpoint_path, config) if resume else None
+    fine_tune = _fine_tune_source(config.init_from) if config.init_from and ckpt is None else None
     tower = tower or _default_tower(config)
 
     feats: list[np.ndarray] = []
@@ -453,8 +462,8 @@ def _train(
     features = torch.from_numpy(np.stack(feats))  # (videos, draws, 2, frames, D)
 
     model = build_encoder(config, int(features.shape[-1]), tower)
-    if config.init_from and ckpt is None:
-        _initial_weights(config.init_from, model)
+    if fine_tune is not None and config.init_from:
+        _initial_weights(config.init_from, fine_tune, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_epoch, step, epoch_loss = 0, 0, []
     if ckpt is not None:
