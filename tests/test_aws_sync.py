@@ -78,8 +78,7 @@ def expiring_prefixes(media_prefix: str) -> list[str]:
     # A rule outside the media prefix (training/...) is a plain string.
     prefixes = [r["Prefix"] for r in rules if "ExpirationInDays" in r]
     return [
-        p["Fn::Sub"].replace("${MediaPrefix}", media_prefix) if isinstance(p, dict) else p
-        for p in prefixes
+        p["Fn::Sub"].replace("${MediaPrefix}", media_prefix) if isinstance(p, dict) else p for p in prefixes
     ]
 
 
