@@ -102,7 +102,13 @@ def _settings() -> Settings:
 
     settings = get_settings()
     failpoints.arm(settings.failpoint)
-    logging.basicConfig(level=settings.log_level or "WARNING", format="%(levelname)s %(name)s: %(message)s")
+    from mediasearch.core.logs import StderrHandler
+
+    logging.basicConfig(
+        level=settings.log_level or "WARNING",
+        format="%(levelname)s %(name)s: %(message)s",
+        handlers=[StderrHandler()],
+    )
     if not settings.log_level:
         # The hub client warns about every retry and offline miss, and a failed load is reported once,
         # in words, by the command (mediasearch.cli_support.model_paragraph).

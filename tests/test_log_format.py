@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -60,3 +61,24 @@ def test_the_format_can_be_forced(restore_root: None) -> None:
     configure_logging("INFO", out, as_json=True)
     logging.getLogger("x").info("hello")
     assert json.loads(out.getvalue())["message"] == "hello"
+
+
+def test_a_handler_made_on_a_swapped_stderr_writes_to_the_current_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CliRunner swaps stderr and closes it after the command: a handler bound to that file would
+    print a "Logging error" traceback into every later command's output."""
+    from mediasearch.core.logs import StderrHandler
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = StderrHandler()
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    log = logging.getLogger("mediasearch.test.stderr")
+    log.addHandler(handler)
+    try:
+        log.warning("after the swap")
+    finally:
+        log.removeHandler(handler)
+    assert "after the swap" in second.getvalue()

@@ -61,6 +61,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever `sys.stderr` is when a record is written, not when it was made.
+
+    A harness that swaps stderr and then closes it (click's CliRunner, pytest's capture) would
+    otherwise leave a handler on a closed file, and every later record would print a "Logging error"
+    traceback into somebody else's output.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(
     level: str | int | None = None, stream: IO[str] | None = None, as_json: bool | None = None
 ) -> logging.Handler:
@@ -71,13 +91,13 @@ def configure_logging(
     """
     level = level or get_settings().log_level or "INFO"
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, _MARK, False):
-            root.removeHandler(handler)
+    for old in list(root.handlers):
+        if getattr(old, _MARK, False):
+            root.removeHandler(old)
     out = stream or sys.stderr
     if as_json is None:
         as_json = not (hasattr(out, "isatty") and out.isatty())
-    handler = logging.StreamHandler(out)
+    handler = StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     setattr(handler, _MARK, True)
     root.addHandler(handler)

@@ -498,7 +498,9 @@ class LanceDBIndex(VectorIndex):
     def _maintain_ann(self, table: Any) -> None:
         """Bring the HNSW graph beside the table up to this version (mediasearch.index.ann)."""
         outcome = ann.maintain(table, VectorField.CLIP.value, ANN_MIN_ROWS)
-        log.info("ANN graph of %r: %s", self.collection, outcome)
+        # Every write ends here: only a graph built or updated is worth a line at INFO.
+        level = logging.INFO if outcome in ("built", "updated", "failed") else logging.DEBUG
+        log.log(level, "ANN graph of %r: %s", self.collection, outcome)
 
     def _ann_knn(
         self, table: Any, vector: np.ndarray, k: int, filter: IndexFilter | None
