@@ -61,7 +61,7 @@ demo: setup
 # demo with it. Its rankings mean something on this corpus, and nothing on photos.
 TOY_MODEL ?= $(DATA)/models/toy-clip
 TOY_COPIES ?= 6
-TOY_EPOCHS ?= 10
+TOY_EPOCHS ?= 40
 demo-offline: setup
 	$(BIN)/mediasearch train demo-pairs $(DATA)/train --copies $(TOY_COPIES) > /dev/null
 	$(BIN)/mediasearch train clip $(DATA)/train/train.jsonl --eval $(DATA)/train/heldout.jsonl \

@@ -102,9 +102,17 @@ def write_pairs(path: Path, pairs: Sequence[BaseModel]) -> Path:
     return path
 
 
-def label_pair(label: ImageLabel) -> ImageTextPair:
-    """The pair of a generated image: its caption ("a small red circle on a white background") and labels."""
-    return ImageTextPair(uri=label.uri, text=label.caption, **label.model_dump(exclude={"uri"}))
+# How the demo's training seeds word their captions, in turn. The eval harness asks "a photo of a red
+# circle" and users type "a red circle"; captions alone never say "photo", and a word the toy tokenizer
+# never saw is spelt out byte by byte, so the toy model would meet its own demo queries as noise.
+PHRASINGS = ("{caption}", "a photo of a {colour} {shape}", "a {size} {colour} {shape}")
+
+
+def label_pair(label: ImageLabel, phrasing: str = PHRASINGS[0]) -> ImageTextPair:
+    """The pair of a generated image: its caption ("a small red circle on a white background", or
+    `phrasing` filled from its labels) and its labels."""
+    text = phrasing.format(caption=label.caption, colour=label.colour, shape=label.shape, size=label.size)
+    return ImageTextPair(uri=label.uri, text=text, **label.model_dump(exclude={"uri"}))
 
 
 class DemoPairs(BaseModel):
@@ -138,7 +146,7 @@ def write_demo_pairs(
     ]:
         for label in generate_images(store, prefix, seed=seed):
             if ((label.colour, label.shape) in held) == want_held:
-                out.append(label_pair(label))
+                out.append(label_pair(label, PHRASINGS[0] if want_held else PHRASINGS[seed % len(PHRASINGS)]))
             else:
                 store.path(label.key).unlink(missing_ok=True)
         store.path(f"{prefix}/labels.jsonl").unlink(missing_ok=True)
