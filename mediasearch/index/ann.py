@@ -80,12 +80,11 @@ EF_SEARCH = 64
 # fewer good candidates: with a fraction s of the nodes allowed, the beam is efSearch / s (213 at 30%:
 # recall@10 0.986 at 100k; efSearch / sqrt(s) gave only 0.93 at 10% and 0.84 at 5%).
 EF_SEARCH_MAX = 1024
-# Filters allowing at most this many graph rows are searched exactly: up to SUBSET_MAX_ROWS over a
-# copy of their vectors kept with the filter (4 MB at 512-d), past it by faiss's flat search over the
-# graph's own storage through the filter's bitmap (no copy; 1.5 ms for 5k and 3.4 ms for 10k allowed
-# rows of 100k x 512, recall 1.0, where the graph gave 0.84 and 0.93).
-SUBSET_MAX_ROWS = 2048
-EXACT_MAX_ROWS = 10_000
+# Filters allowing at most this many graph rows are searched exactly, over a copy of their vectors
+# kept with the filter (20 MB at 10k x 512): the graph with a beam of efSearch / sqrt(share) gave
+# recall 0.93 at 10% and 0.84 at 5% of 100k, and faiss's flat search through a bitmap (no copy)
+# measured 3-14 ms for 5-10k rows on the loaded 2-core machine, its threads contending.
+SUBSET_MAX_ROWS = 10_000
 # Live rows missing from the graph that a reader searches exactly; beyond, the graph is not used
 # (LanceDB searches) until the writer's next `optimize` has folded them in.
 DELTA_MAX_ROWS = 50_000
@@ -93,8 +92,8 @@ DELTA_MAX_ROWS = 50_000
 SAMPLE_ROWS = 16
 # The writer rebuilds instead of adding once this fraction of the graph's labels is dead.
 REBUILD_DEAD_FRACTION = 0.25
-# Filters whose masks a reader keeps, per table version.
-FILTER_CACHE = 64
+# Filters whose masks (and subsets, up to 20 MB each) a reader keeps, per table version.
+FILTER_CACHE = 16
 # Rows whose vectors the writer compares with the graph's at a time.
 COMPARE_CHUNK = 65_536
 # Sidecar format; a file of another format is ignored (rebuilt by the writer).
@@ -335,7 +334,6 @@ class _Allowed:
     bitmap: np.ndarray | None = None  # faiss IDSelectorBitmap's bits (kept alive with the selector)
     selector: Any = None
     subset: np.ndarray | None = None  # the allowed labels' vectors, when few
-    exact: bool = False  # searched exactly through the selector, not the graph
 
 
 @dataclass
@@ -493,11 +491,6 @@ class AnnReader:
         graph = snap.graph
         if allowed is not None and allowed.subset is not None:
             labels = allowed.labels[np.argsort(-(allowed.subset @ query[0]))[:k]]
-        elif allowed is not None and allowed.exact:
-            params = faiss.SearchParameters()
-            params.sel = allowed.selector
-            _, found = faiss.downcast_index(graph.index.storage).search(query, k, params=params)
-            labels = found[0][found[0] >= 0]
         else:
             ef = max(EF_SEARCH, k)
             params = faiss.SearchParametersHNSW(efSearch=ef)
@@ -534,7 +527,6 @@ class AnnReader:
         if len(labels) <= SUBSET_MAX_ROWS:
             allowed.subset = np.ascontiguousarray(snap.graph.vectors()[labels])
         else:
-            allowed.exact = len(labels) <= EXACT_MAX_ROWS
             allowed.bitmap = np.packbits(label_ok, bitorder="little")
             allowed.selector = faiss.IDSelectorBitmap(snap.graph.index.ntotal, faiss.swig_ptr(allowed.bitmap))
         with snap.lock:
