@@ -94,6 +94,7 @@ SAMPLE_ROWS = 16
 REBUILD_DEAD_FRACTION = 0.25
 # Filters whose masks (and subsets, up to 20 MB each) a reader keeps, per table version.
 FILTER_CACHE = 16
+
 # Rows whose vectors the writer compares with the graph's at a time.
 COMPARE_CHUNK = 65_536
 # Sidecar format; a file of another format is ignored (rebuilt by the writer).
@@ -350,6 +351,10 @@ class Snapshot:
     all_live: bool  # no label is dead: an unfiltered search needs no selector
     delta_rows: np.ndarray  # positions in fields of rows the graph lacks
     delta_vectors: np.ndarray  # their normalised vectors
+    # Rows per video id and the graph label of each row (-1: a delta row), built on the first query
+    # naming a video (`_video_allowed`).
+    videos: dict[str, np.ndarray] | None = None
+    label_of_row: np.ndarray | None = None
     filters: OrderedDict[IndexFilter | None, _Allowed] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -471,8 +476,8 @@ class AnnReader:
         delta = snap.delta_rows if allowed is None else snap.delta_rows[allowed.delta]
         if len(delta):
             dvec = snap.delta_vectors if allowed is None else snap.delta_vectors[allowed.delta]
-            sims = dvec @ query[0]
-            top = np.argsort(-sims)[:k]
+            sims = _dot(dvec, query[0])
+            top = _top(sims, k)
             scores.append(sims[top])
             rows.append(delta[top])
         if not scores:
@@ -490,7 +495,7 @@ class AnnReader:
 
         graph = snap.graph
         if allowed is not None and allowed.subset is not None:
-            labels = allowed.labels[np.argsort(-(allowed.subset @ query[0]))[:k]]
+            labels = allowed.labels[_top(_dot(allowed.subset, query[0]), k)]
         else:
             ef = max(EF_SEARCH, k)
             params = faiss.SearchParametersHNSW(efSearch=ef)
@@ -503,7 +508,7 @@ class AnnReader:
             _, found = graph.index.search(query, k, params=params)
             labels = found[0][found[0] >= 0]
         # Scores from the stored vectors themselves: the cosine similarity, not 1 - L2^2 / 2 rounded.
-        return labels, graph.vectors()[labels] @ query[0]
+        return labels, _dot(graph.vectors()[labels], query[0])
 
     def _allowed(self, snap: Snapshot, flt: IndexFilter | None) -> _Allowed | None:
         """The live rows `flt` allows (None: every row, and every graph label is live)."""
@@ -518,15 +523,20 @@ class AnnReader:
                 return cached
         faiss = _faiss()
 
-        mask = filter_mask(snap.fields, flt)
-        live = snap.row_of_label >= 0
-        label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
-        label_ok[live] = mask[snap.row_of_label[live]]
-        labels = np.flatnonzero(label_ok)
-        allowed = _Allowed(labels=labels, delta=np.flatnonzero(mask[snap.delta_rows]))
+        if flt.video_id is not None:
+            allowed = _video_allowed(snap, flt)
+        else:
+            mask = filter_mask(snap.fields, flt)
+            live = snap.row_of_label >= 0
+            label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
+            label_ok[live] = mask[snap.row_of_label[live]]
+            allowed = _Allowed(labels=np.flatnonzero(label_ok), delta=np.flatnonzero(mask[snap.delta_rows]))
+        labels = allowed.labels
         if len(labels) <= SUBSET_MAX_ROWS:
             allowed.subset = np.ascontiguousarray(snap.graph.vectors()[labels])
         else:
+            label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
+            label_ok[labels] = True
             allowed.bitmap = np.packbits(label_ok, bitorder="little")
             allowed.selector = faiss.IDSelectorBitmap(snap.graph.index.ntotal, faiss.swig_ptr(allowed.bitmap))
         with snap.lock:
@@ -534,6 +544,52 @@ class AnnReader:
             while len(snap.filters) > FILTER_CACHE:
                 snap.filters.popitem(last=False)
         return allowed
+
+
+def _video_allowed(snap: Snapshot, flt: IndexFilter) -> _Allowed:
+    """What a filter naming a video allows, found among that video's rows only: such a filter is
+    rarely cached (each query tends to name another video), and a mask over every row per query made
+    video_id queries 3.4x the unfiltered ones at 100k (1.67 ms against 0.49)."""
+    assert flt.video_id is not None
+    with snap.lock:
+        if snap.videos is None or snap.label_of_row is None:
+            snap.videos = _video_rows(snap.fields)
+            # Rows the graph holds map to their labels; the others are delta rows.
+            label_of_row = np.full(snap.fields.num_rows, -1, dtype=np.int64)
+            live = np.flatnonzero(snap.row_of_label >= 0)
+            label_of_row[snap.row_of_label[live]] = live
+            snap.label_of_row = label_of_row
+        rows = snap.videos.get(flt.video_id, np.zeros(0, dtype=np.int64))
+        label_of_row = snap.label_of_row
+    if len(rows):
+        rows = rows[filter_mask(snap.fields.take(pa.array(rows)), flt)]
+    labels = label_of_row[rows]
+    delta = np.searchsorted(snap.delta_rows, rows[labels < 0])
+    return _Allowed(labels=np.sort(labels[labels >= 0]), delta=np.sort(delta))
+
+
+def _video_rows(fields: pa.Table) -> dict[str, np.ndarray]:
+    """Each video id's rows (positions in `fields`), ascending."""
+    encoded = pc.dictionary_encode(fields["video_id"]).combine_chunks()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    names = encoded.dictionary.to_pylist()
+    return {name: order[starts[i] : starts[i + 1]] for i, name in enumerate(names)}
+
+
+def _dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """`vectors @ query` in NumPy's own single-threaded loop: OpenBLAS's gemv splits 10k x 512 across
+    threads, and on the loaded 2-core machine that measured 12 ms where einsum took 0.6 ms."""
+    return np.einsum("ij,j->i", vectors, query)
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first (a partition, then a sort of those k only)."""
+    if len(scores) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        return part[np.argsort(-scores[part], kind="stable")]
+    return np.argsort(-scores, kind="stable")
 
 
 def filter_mask(fields: pa.Table, flt: IndexFilter) -> np.ndarray:
