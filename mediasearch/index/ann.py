@@ -80,10 +80,17 @@ EF_SEARCH = 64
 # fewer good candidates: with a fraction s of the nodes allowed, the beam is efSearch / s (213 at 30%:
 # recall@10 0.986 at 100k; efSearch / sqrt(s) gave only 0.93 at 10% and 0.84 at 5%).
 EF_SEARCH_MAX = 1024
+# Past this many nodes the beam grows as (nodes / EF_SCALE_ROWS) ** 1.2: a bigger graph of the same
+# M and efConstruction needs a wider beam for the same recall. At 1M x 512 (bench_knn's mixture, M=16,
+# efConstruction 80) faiss measured recall@10 0.61 at efSearch 64 (0.30 ms), 0.84 at 256, 0.93 at 1024
+# (2.4 ms) and 0.93 at 2048 (5.5 ms): 1024 it is, and 0.95 at 1M needs a denser graph (not measured).
+EF_SCALE_ROWS = 100_000
 # Filters allowing at most this many graph rows are searched exactly, over a copy of their vectors
 # kept with the filter (20 MB at 10k x 512): the graph with a beam of efSearch / sqrt(share) gave
 # recall 0.93 at 10% and 0.84 at 5% of 100k, and faiss's flat search through a bitmap (no copy)
-# measured 3-14 ms for 5-10k rows on the loaded 2-core machine, its threads contending.
+# measured 3-14 ms for 5-10k rows on the loaded 2-core machine, its threads contending. The copy is
+# scored in NumPy's single-threaded loop (`_dot`): 1.5 ms end to end for 10k rows at 100k under load,
+# where faiss's graph through a bitmap needed efSearch 1024 and 9.9 ms to reach recall 0.95.
 SUBSET_MAX_ROWS = 10_000
 # Live rows missing from the graph that a reader searches exactly; beyond, the graph is not used
 # (LanceDB searches) until the writer's next `optimize` has folded them in.
@@ -497,7 +504,7 @@ class AnnReader:
         if allowed is not None and allowed.subset is not None:
             labels = allowed.labels[_top(_dot(allowed.subset, query[0]), k)]
         else:
-            ef = max(EF_SEARCH, k)
+            ef = max(ef_search(graph.index.ntotal), k)
             params = faiss.SearchParametersHNSW(efSearch=ef)
             if allowed is not None:
                 # faiss walks disallowed nodes too but collects only allowed ones; a larger beam makes
@@ -544,6 +551,11 @@ class AnnReader:
             while len(snap.filters) > FILTER_CACHE:
                 snap.filters.popitem(last=False)
         return allowed
+
+
+def ef_search(nodes: int) -> int:
+    """The unfiltered beam for a graph of `nodes` nodes (EF_SCALE_ROWS)."""
+    return min(EF_SEARCH_MAX, max(EF_SEARCH, math.ceil(EF_SEARCH * (nodes / EF_SCALE_ROWS) ** 1.2)))
 
 
 def _video_allowed(snap: Snapshot, flt: IndexFilter) -> _Allowed:
