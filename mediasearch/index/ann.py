@@ -34,6 +34,16 @@ when a quarter of the graph is dead.
 Readers hold, per table version, the graph, the delta's vectors and the document fields of every row
 (in Arrow, no vectors), so a query's documents are a `take`, and filters are evaluated in memory
 with Arrow compute (the same predicates as `lancedb.where_clause`), cached per filter.
+
+Measured (bench/bench_knn.py, `LanceDBIndex.knn` end to end, 2 cores at load 4-6). 100k x 512: p50
+0.59 ms unfiltered, recall@10 0.988: 3.0x faiss at efSearch 64 (recall 0.88), 0.9x faiss at the
+efSearch that reaches 0.95 (256). Filtered, p50 and ratio to faiss at recall 0.95: min_width (79% of
+rows) 0.72 ms, 1.2x; kind (30%) 1.33 ms, 2.0x; tags (10%, exact subset) 1.49 ms, 0.15x; uri_prefix
+(5%, exact subset) 0.67 ms; video_id (0.03%, video index) 0.38 ms, recall 1.0 both, where faiss's
+filtered graph never reaches 0.95 (0.94 and 0.35 at efSearch 2048). 1M x 512: p50 3.3 ms
+unfiltered (efSearch 1015), recall@10 0.931; filtered 2.7-3.7 ms at recall 0.92-0.93, video_id 0.53 ms at 1.0. Below the 0.95
+target: this graph (M=16, efConstruction 80) plateaus at 0.93 there; a denser one is not yet measured.
+Build: 32 s upsert, optimize 513 s (graph 427 s), sidecar 2.1 GB, reader load 6.6 s.
 """
 
 from __future__ import annotations
