@@ -11,8 +11,9 @@ LanceDB's indices and the HNSW graph beside the table, mediasearch.index.ann). L
 `LanceDBIndex.knn` end to end (query, documents), one query at a time, unfiltered and with each filter
 type: kind, tags, uri_prefix, video_id (a different video per query, so never a cached filter) and
 min_width, each against the exact top-k of the rows that filter allows. In the same run, on the same
-data: faiss HNSW (M=16, efSearch 64; filtered through an IDSelectorBitmap) and exact NumPy search, as
-references, and LanceDB's own search (the fallback path) for comparison.
+data: faiss HNSW (M=16, efSearch 64; filtered through an IDSelectorBitmap; and, per filter, at the
+smallest efSearch that reaches recall@10 0.95, the reference the target's "3x" is read against) and
+exact NumPy search, as references, and LanceDB's own search (the fallback path) for comparison.
 
     python bench/bench_knn.py                  # 100k vectors, 200 queries
     python bench/bench_knn.py --rows 1000000   # the 1M target: p50 <= 10 ms, recall@10 >= 0.95
@@ -40,6 +41,8 @@ from mediasearch.index.lancedb import LanceDBIndex
 
 TARGET_RECALL = 0.95
 TARGET_P50_MS = 10.0
+# faiss's efSearch values tried, per filter, for the reference that reaches the target recall.
+EF_LADDER = (64, 128, 256, 512, 1024, 2048)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -305,8 +308,8 @@ def main() -> None:
     faiss_build_s = time.perf_counter() - started
     bitmaps: dict[int, Any] = {}
 
-    def faiss_search(q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[int]:
-        params = faiss.SearchParametersHNSW(efSearch=64)
+    def faiss_search(q: np.ndarray, k: int, allowed: np.ndarray | None, ef: int = 64) -> list[int]:
+        params = faiss.SearchParametersHNSW(efSearch=ef)
         if allowed is not None:
             key = id(allowed)
             if key not in bitmaps:
@@ -329,6 +332,24 @@ def main() -> None:
         )
         log(
             f"faiss {case}: p50 {references['faiss_hnsw'][case]['p50_ms']} ms; ours x{runs[case]['ratio_p50_vs_faiss']}"
+        )
+    # The target reads "within 3x of faiss HNSW at recall@10 >= 0.95": at efSearch 64 faiss misses that
+    # recall on most filters (a bitmap leaves its beam short of allowed nodes), so the ratio that counts
+    # is against faiss at the smallest efSearch on EF_LADDER that reaches it (the largest if none does).
+    for case, (_, allowed) in cases.items() if not args.skip_faiss else ():
+        for ef in EF_LADDER:
+            latencies, found, _ = timed(
+                lambda q, k, a, ef=ef: faiss_search(q, k, a, ef), queries, args.k, allowed, args.warmup
+            )
+            at = {"ef_search": ef, **stats(latencies, found, truth[case], args.k)}
+            if at[f"recall_at_{args.k}"] >= TARGET_RECALL:
+                break
+        at["reached_target_recall"] = at[f"recall_at_{args.k}"] >= TARGET_RECALL
+        references.setdefault("faiss_hnsw_at_target_recall", {})[case] = at
+        runs[case]["ratio_p50_vs_faiss_at_target_recall"] = round(runs[case]["p50_ms"] / at["p50_ms"], 2)
+        log(
+            f"faiss {case} at recall >= {TARGET_RECALL}: efSearch {ef}, p50 {at['p50_ms']} ms, "
+            f"recall {at[f'recall_at_{args.k}']}; ours x{runs[case]['ratio_p50_vs_faiss_at_target_recall']}"
         )
     latencies, found, _ = timed(numpy_search, queries[:50], args.k, [None] * 50, 5)
     references["exact_numpy_unfiltered"] = stats(latencies, found, truth["unfiltered"][:50], args.k)
@@ -383,6 +404,11 @@ def main() -> None:
         and main_run["p50_ms"] <= TARGET_P50_MS,
         "within_3x_faiss": {
             case: r["ratio_p50_vs_faiss"] <= 3.0 for case, r in runs.items() if "ratio_p50_vs_faiss" in r
+        },
+        "within_3x_faiss_at_target_recall": {
+            case: r["ratio_p50_vs_faiss_at_target_recall"] <= 3.0
+            for case, r in runs.items()
+            if "ratio_p50_vs_faiss_at_target_recall" in r
         },
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),

@@ -334,3 +334,39 @@ def test_a_second_process_writes_while_this_one_reads(tmp_path: Path) -> None:
         poll(folded_in, timeout_s=5, interval_s=0.05)
     finally:
         writer.close()
+
+
+def test_video_filters_go_through_the_video_index_and_allow_what_the_mask_allows(tmp_path: Path) -> None:
+    """A filter naming a video is evaluated over that video's rows only; with delta rows and dead
+    labels about, it must allow exactly what the mask over every row allows."""
+    rng = np.random.default_rng(11)
+    vectors = clustered(ROWS, rng)
+    index = built(tmp_path, vectors)
+    index.optimize()
+    index.delete(["d00021", "d00071"])  # vid21 scenes: a dead label each
+    fresh = clustered(9, rng)
+    index.upsert(make_docs(fresh, 20_001, prefix="n"))  # n20001 ... n20009: delta rows; n20001 a vid1 scene
+    hits = index.knn(vectors[0], 5)
+    reader, snap = index._ann, index._ann._snapshot if index._ann else None
+    assert reader is not None and snap is not None and len(snap.delta_rows) == 9 and not snap.all_live
+    flts = [
+        IndexFilter(video_id="vid21"),
+        IndexFilter(video_id="vid1"),  # graph rows and one delta row
+        IndexFilter(video_id="vid1", min_width=1000),
+        IndexFilter(video_id="vid1", kinds=(DocKind.IMAGE,)),  # nothing: videos hold scenes
+        IndexFilter(video_id="no such video"),
+    ]
+    for flt in flts:
+        got = reader._allowed(snap, flt)
+        assert got is not None and snap.videos is not None
+        mask = ann.filter_mask(snap.fields, flt)
+        live = snap.row_of_label >= 0
+        want_labels = np.flatnonzero(live & mask[np.maximum(snap.row_of_label, 0)])
+        assert got.labels.tolist() == want_labels.tolist(), flt
+        assert got.delta.tolist() == np.flatnonzero(mask[snap.delta_rows]).tolist(), flt
+        ids = set(np.asarray(snap.fields["id"].to_pylist())[mask].tolist())
+        found = index.knn(fresh[0], 10, flt)
+        check_hits(found, 10)
+        assert {h.document.id for h in found} == ids if len(ids) <= 10 else len(found) == 10
+    assert "n20001" in {h.document.id for h in index.knn(fresh[0], 10, IndexFilter(video_id="vid1"))}
+    assert hits and uses_graph(index)

@@ -34,6 +34,16 @@ when a quarter of the graph is dead.
 Readers hold, per table version, the graph, the delta's vectors and the document fields of every row
 (in Arrow, no vectors), so a query's documents are a `take`, and filters are evaluated in memory
 with Arrow compute (the same predicates as `lancedb.where_clause`), cached per filter.
+
+Measured (bench/bench_knn.py, `LanceDBIndex.knn` end to end, 2 cores at load 4-6). 100k x 512: p50
+0.59 ms unfiltered, recall@10 0.988: 3.0x faiss at efSearch 64 (recall 0.88), 0.9x faiss at the
+efSearch that reaches 0.95 (256). Filtered, p50 and ratio to faiss at recall 0.95: min_width (79% of
+rows) 0.72 ms, 1.2x; kind (30%) 1.33 ms, 2.0x; tags (10%, exact subset) 1.49 ms, 0.15x; uri_prefix
+(5%, exact subset) 0.67 ms; video_id (0.03%, video index) 0.38 ms, recall 1.0 both, where faiss's
+filtered graph never reaches 0.95 (0.94 and 0.35 at efSearch 2048). 1M x 512: p50 3.3 ms
+unfiltered (efSearch 1015), recall@10 0.931; filtered 2.7-3.7 ms at recall 0.92-0.93, video_id 0.53 ms at 1.0. Below the 0.95
+target: this graph (M=16, efConstruction 80) plateaus at 0.93 there; a denser one is not yet measured.
+Build: 32 s upsert, optimize 513 s (graph 427 s), sidecar 2.1 GB, reader load 6.6 s.
 """
 
 from __future__ import annotations
@@ -80,12 +90,18 @@ EF_SEARCH = 64
 # fewer good candidates: with a fraction s of the nodes allowed, the beam is efSearch / s (213 at 30%:
 # recall@10 0.986 at 100k; efSearch / sqrt(s) gave only 0.93 at 10% and 0.84 at 5%).
 EF_SEARCH_MAX = 1024
-# Filters allowing at most this many graph rows are searched exactly: up to SUBSET_MAX_ROWS over a
-# copy of their vectors kept with the filter (4 MB at 512-d), past it by faiss's flat search over the
-# graph's own storage through the filter's bitmap (no copy; 1.5 ms for 5k and 3.4 ms for 10k allowed
-# rows of 100k x 512, recall 1.0, where the graph gave 0.84 and 0.93).
-SUBSET_MAX_ROWS = 2048
-EXACT_MAX_ROWS = 10_000
+# Past this many nodes the beam grows as (nodes / EF_SCALE_ROWS) ** 1.2: a bigger graph of the same
+# M and efConstruction needs a wider beam for the same recall. At 1M x 512 (bench_knn's mixture, M=16,
+# efConstruction 80) faiss measured recall@10 0.61 at efSearch 64 (0.30 ms), 0.84 at 256, 0.93 at 1024
+# (2.4 ms) and 0.93 at 2048 (5.5 ms): 1024 it is, and 0.95 at 1M needs a denser graph (not measured).
+EF_SCALE_ROWS = 100_000
+# Filters allowing at most this many graph rows are searched exactly, over a copy of their vectors
+# kept with the filter (20 MB at 10k x 512): the graph with a beam of efSearch / sqrt(share) gave
+# recall 0.93 at 10% and 0.84 at 5% of 100k, and faiss's flat search through a bitmap (no copy)
+# measured 3-14 ms for 5-10k rows on the loaded 2-core machine, its threads contending. The copy is
+# scored in NumPy's single-threaded loop (`_dot`): 1.5 ms end to end for 10k rows at 100k under load,
+# where faiss's graph through a bitmap needed efSearch 1024 and 9.9 ms to reach recall 0.95.
+SUBSET_MAX_ROWS = 10_000
 # Live rows missing from the graph that a reader searches exactly; beyond, the graph is not used
 # (LanceDB searches) until the writer's next `optimize` has folded them in.
 DELTA_MAX_ROWS = 50_000
@@ -93,8 +109,9 @@ DELTA_MAX_ROWS = 50_000
 SAMPLE_ROWS = 16
 # The writer rebuilds instead of adding once this fraction of the graph's labels is dead.
 REBUILD_DEAD_FRACTION = 0.25
-# Filters whose masks a reader keeps, per table version.
-FILTER_CACHE = 64
+# Filters whose masks (and subsets, up to 20 MB each) a reader keeps, per table version.
+FILTER_CACHE = 16
+
 # Rows whose vectors the writer compares with the graph's at a time.
 COMPARE_CHUNK = 65_536
 # Sidecar format; a file of another format is ignored (rebuilt by the writer).
@@ -335,7 +352,6 @@ class _Allowed:
     bitmap: np.ndarray | None = None  # faiss IDSelectorBitmap's bits (kept alive with the selector)
     selector: Any = None
     subset: np.ndarray | None = None  # the allowed labels' vectors, when few
-    exact: bool = False  # searched exactly through the selector, not the graph
 
 
 @dataclass
@@ -352,6 +368,10 @@ class Snapshot:
     all_live: bool  # no label is dead: an unfiltered search needs no selector
     delta_rows: np.ndarray  # positions in fields of rows the graph lacks
     delta_vectors: np.ndarray  # their normalised vectors
+    # Rows per video id and the graph label of each row (-1: a delta row), built on the first query
+    # naming a video (`_video_allowed`).
+    videos: dict[str, np.ndarray] | None = None
+    label_of_row: np.ndarray | None = None
     filters: OrderedDict[IndexFilter | None, _Allowed] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -473,8 +493,8 @@ class AnnReader:
         delta = snap.delta_rows if allowed is None else snap.delta_rows[allowed.delta]
         if len(delta):
             dvec = snap.delta_vectors if allowed is None else snap.delta_vectors[allowed.delta]
-            sims = dvec @ query[0]
-            top = np.argsort(-sims)[:k]
+            sims = _dot(dvec, query[0])
+            top = _top(sims, k)
             scores.append(sims[top])
             rows.append(delta[top])
         if not scores:
@@ -492,14 +512,9 @@ class AnnReader:
 
         graph = snap.graph
         if allowed is not None and allowed.subset is not None:
-            labels = allowed.labels[np.argsort(-(allowed.subset @ query[0]))[:k]]
-        elif allowed is not None and allowed.exact:
-            params = faiss.SearchParameters()
-            params.sel = allowed.selector
-            _, found = faiss.downcast_index(graph.index.storage).search(query, k, params=params)
-            labels = found[0][found[0] >= 0]
+            labels = allowed.labels[_top(_dot(allowed.subset, query[0]), k)]
         else:
-            ef = max(EF_SEARCH, k)
+            ef = max(ef_search(graph.index.ntotal), k)
             params = faiss.SearchParametersHNSW(efSearch=ef)
             if allowed is not None:
                 # faiss walks disallowed nodes too but collects only allowed ones; a larger beam makes
@@ -510,7 +525,7 @@ class AnnReader:
             _, found = graph.index.search(query, k, params=params)
             labels = found[0][found[0] >= 0]
         # Scores from the stored vectors themselves: the cosine similarity, not 1 - L2^2 / 2 rounded.
-        return labels, graph.vectors()[labels] @ query[0]
+        return labels, _dot(graph.vectors()[labels], query[0])
 
     def _allowed(self, snap: Snapshot, flt: IndexFilter | None) -> _Allowed | None:
         """The live rows `flt` allows (None: every row, and every graph label is live)."""
@@ -525,16 +540,20 @@ class AnnReader:
                 return cached
         faiss = _faiss()
 
-        mask = filter_mask(snap.fields, flt)
-        live = snap.row_of_label >= 0
-        label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
-        label_ok[live] = mask[snap.row_of_label[live]]
-        labels = np.flatnonzero(label_ok)
-        allowed = _Allowed(labels=labels, delta=np.flatnonzero(mask[snap.delta_rows]))
+        if flt.video_id is not None:
+            allowed = _video_allowed(snap, flt)
+        else:
+            mask = filter_mask(snap.fields, flt)
+            live = snap.row_of_label >= 0
+            label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
+            label_ok[live] = mask[snap.row_of_label[live]]
+            allowed = _Allowed(labels=np.flatnonzero(label_ok), delta=np.flatnonzero(mask[snap.delta_rows]))
+        labels = allowed.labels
         if len(labels) <= SUBSET_MAX_ROWS:
             allowed.subset = np.ascontiguousarray(snap.graph.vectors()[labels])
         else:
-            allowed.exact = len(labels) <= EXACT_MAX_ROWS
+            label_ok = np.zeros(len(snap.row_of_label), dtype=bool)
+            label_ok[labels] = True
             allowed.bitmap = np.packbits(label_ok, bitorder="little")
             allowed.selector = faiss.IDSelectorBitmap(snap.graph.index.ntotal, faiss.swig_ptr(allowed.bitmap))
         with snap.lock:
@@ -542,6 +561,57 @@ class AnnReader:
             while len(snap.filters) > FILTER_CACHE:
                 snap.filters.popitem(last=False)
         return allowed
+
+
+def ef_search(nodes: int) -> int:
+    """The unfiltered beam for a graph of `nodes` nodes (EF_SCALE_ROWS)."""
+    return min(EF_SEARCH_MAX, max(EF_SEARCH, math.ceil(EF_SEARCH * (nodes / EF_SCALE_ROWS) ** 1.2)))
+
+
+def _video_allowed(snap: Snapshot, flt: IndexFilter) -> _Allowed:
+    """What a filter naming a video allows, found among that video's rows only: such a filter is
+    rarely cached (each query tends to name another video), and a mask over every row per query made
+    video_id queries 3.4x the unfiltered ones at 100k (1.67 ms against 0.49)."""
+    assert flt.video_id is not None
+    with snap.lock:
+        if snap.videos is None or snap.label_of_row is None:
+            snap.videos = _video_rows(snap.fields)
+            # Rows the graph holds map to their labels; the others are delta rows.
+            label_of_row = np.full(snap.fields.num_rows, -1, dtype=np.int64)
+            live = np.flatnonzero(snap.row_of_label >= 0)
+            label_of_row[snap.row_of_label[live]] = live
+            snap.label_of_row = label_of_row
+        rows = snap.videos.get(flt.video_id, np.zeros(0, dtype=np.int64))
+        label_of_row = snap.label_of_row
+    if len(rows):
+        rows = rows[filter_mask(snap.fields.take(pa.array(rows)), flt)]
+    labels = label_of_row[rows]
+    delta = np.searchsorted(snap.delta_rows, rows[labels < 0])
+    return _Allowed(labels=np.sort(labels[labels >= 0]), delta=np.sort(delta))
+
+
+def _video_rows(fields: pa.Table) -> dict[str, np.ndarray]:
+    """Each video id's rows (positions in `fields`), ascending."""
+    encoded = pc.dictionary_encode(fields["video_id"]).combine_chunks()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    names = encoded.dictionary.to_pylist()
+    return {name: order[starts[i] : starts[i + 1]] for i, name in enumerate(names)}
+
+
+def _dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """`vectors @ query` in NumPy's own single-threaded loop: OpenBLAS's gemv splits 10k x 512 across
+    threads, and on the loaded 2-core machine that measured 12 ms where einsum took 0.6 ms."""
+    return np.einsum("ij,j->i", vectors, query)
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first (a partition, then a sort of those k only)."""
+    if len(scores) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        return part[np.argsort(-scores[part], kind="stable")]
+    return np.argsort(-scores, kind="stable")
 
 
 def filter_mask(fields: pa.Table, flt: IndexFilter) -> np.ndarray:
