@@ -468,6 +468,20 @@ TrainStackOpt = Annotated[
     str | None,
     typer.Option("--stack", help="stack whose bucket and role to use (default: MEDIASEARCH_STACK)"),
 ]
+# The options both training jobs take (Typer reads them from each command's signature).
+TrainBucketOpt = Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")]
+TrainPrefixOpt = Annotated[
+    str, typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)")
+]
+TrainRoleOpt = Annotated[str | None, typer.Option(help="SageMaker execution role (default: stack output)")]
+TrainImageOpt = Annotated[str | None, typer.Option(help="training image (default: PyTorch 2.6 training DLC)")]
+TrainVolumeOpt = Annotated[int, typer.Option(min=1, max=16384)]
+TrainRuntimeOpt = Annotated[int, typer.Option(min=1)]
+TrainSpotOpt = Annotated[bool, typer.Option(help="managed spot training (resumes from checkpoints)")]
+TrainMaxWaitOpt = Annotated[int | None, typer.Option(min=1, help="spot: wait + run time limit")]
+TrainCheckpointOpt = Annotated[str | None, typer.Option(help="s3:// checkpoints (an earlier job's: resume)")]
+TrainWaitOpt = Annotated[bool, typer.Option(help="wait for the job, showing its status")]
+TrainPollOpt = Annotated[float, typer.Option(help="seconds between status checks")]
 
 
 @dataclass(frozen=True)
@@ -594,30 +608,21 @@ def train_video_encoder(
     source: Annotated[str, typer.Argument(help="s3://bucket/prefix holding the videos")],
     hp: HpOpt = None,
     stack: TrainStackOpt = None,
-    bucket: Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")] = None,
-    prefix: Annotated[
-        str,
-        typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)"),
-    ] = "training",
-    role_arn: Annotated[
-        str | None, typer.Option(help="SageMaker execution role (default: stack output)")
-    ] = None,
-    image_uri: Annotated[
-        str | None, typer.Option(help="training image (default: PyTorch 2.6 training DLC)")
-    ] = None,
+    bucket: TrainBucketOpt = None,
+    prefix: TrainPrefixOpt = "training",
+    role_arn: TrainRoleOpt = None,
+    image_uri: TrainImageOpt = None,
     instance_type: str = "ml.g5.xlarge",
-    volume_gb: Annotated[int, typer.Option(min=1, max=16384)] = 50,
-    max_runtime_s: Annotated[int, typer.Option(min=1)] = 24 * 3600,
-    spot: Annotated[bool, typer.Option(help="managed spot training (resumes from checkpoints)")] = False,
-    max_wait_s: Annotated[int | None, typer.Option(min=1, help="spot: wait + run time limit")] = None,
+    volume_gb: TrainVolumeOpt = 50,
+    max_runtime_s: TrainRuntimeOpt = 24 * 3600,
+    spot: TrainSpotOpt = False,
+    max_wait_s: TrainMaxWaitOpt = None,
     base_model_data: Annotated[
         str | None, typer.Option(help="s3:// saved CLIP (folder or model.tar.gz) to take frame features with")
     ] = None,
-    checkpoint_uri: Annotated[
-        str | None, typer.Option(help="s3:// checkpoints (an earlier job's: resume)")
-    ] = None,
-    wait: Annotated[bool, typer.Option(help="wait for the job, showing its status")] = True,
-    poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
+    checkpoint_uri: TrainCheckpointOpt = None,
+    wait: TrainWaitOpt = True,
+    poll_s: TrainPollOpt = 30.0,
 ) -> None:
     """Train the self-supervised video encoder on every video under SOURCE (VideoTrainConfig via --hp);
     prints the job and its model.tar.gz (frozen CLIP + video_encoder/ + code/)."""
@@ -633,30 +638,21 @@ def train_clip(
     ],
     hp: HpOpt = None,
     stack: TrainStackOpt = None,
-    bucket: Annotated[str | None, typer.Option(help="bucket for code, outputs, checkpoints")] = None,
-    prefix: Annotated[
-        str,
-        typer.Option(help="key prefix in --bucket for the training artefacts (the stack's role: training)"),
-    ] = "training",
-    role_arn: Annotated[
-        str | None, typer.Option(help="SageMaker execution role (default: stack output)")
-    ] = None,
-    image_uri: Annotated[
-        str | None, typer.Option(help="training image (default: PyTorch 2.6 training DLC)")
-    ] = None,
+    bucket: TrainBucketOpt = None,
+    prefix: TrainPrefixOpt = "training",
+    role_arn: TrainRoleOpt = None,
+    image_uri: TrainImageOpt = None,
     instance_type: str = "ml.g5.xlarge",
-    volume_gb: Annotated[int, typer.Option(min=1, max=16384)] = 50,
-    max_runtime_s: Annotated[int, typer.Option(min=1)] = 24 * 3600,
-    spot: Annotated[bool, typer.Option(help="managed spot training (resumes from checkpoints)")] = False,
-    max_wait_s: Annotated[int | None, typer.Option(min=1, help="spot: wait + run time limit")] = None,
+    volume_gb: TrainVolumeOpt = 50,
+    max_runtime_s: TrainRuntimeOpt = 24 * 3600,
+    spot: TrainSpotOpt = False,
+    max_wait_s: TrainMaxWaitOpt = None,
     base_model_data: Annotated[
         str | None, typer.Option(help="s3:// saved CLIP (folder or model.tar.gz) to fine-tune")
     ] = None,
-    checkpoint_uri: Annotated[
-        str | None, typer.Option(help="s3:// checkpoints (an earlier job's: resume)")
-    ] = None,
-    wait: Annotated[bool, typer.Option(help="wait for the job, showing its status")] = True,
-    poll_s: Annotated[float, typer.Option(help="seconds between status checks")] = 30.0,
+    checkpoint_uri: TrainCheckpointOpt = None,
+    wait: TrainWaitOpt = True,
+    poll_s: TrainPollOpt = 30.0,
 ) -> None:
     """Fine-tune CLIP contrastively on (image, text) pairs (ClipTrainConfig via --hp); prints the job
     and its model.tar.gz, which `aws transform --model-data` and `aws deploy --endpoint-only` take."""

@@ -281,6 +281,19 @@ MAX_QUERY_PARTS = 8
 MAX_PART_WEIGHT = 1.0
 
 
+def refuse_null(value: object) -> object:
+    """A query field sent as null: a mistake the caller is told about, not an absent field."""
+    if value is None:
+        raise ValueError("must be a string: leave the field out instead of sending null")
+    return value
+
+
+def refuse_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("text is blank")
+    return value
+
+
 class QueryPart(BaseModel):
     """One part of a composed query: exactly one of text, image, image_uri or video_id, with a weight.
 
@@ -312,19 +325,9 @@ class QueryPart(BaseModel):
         description="in [-1, 1], not 0: positive pulls results towards the part, negative pushes away",
     )
 
-    @field_validator(*QUERY_FIELDS, mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("must be a string: leave the field out instead of sending null")
-        return value
+    _not_null = field_validator(*QUERY_FIELDS, mode="before")(refuse_null)
 
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("text is blank")
-        return value
+    _not_blank = field_validator("text")(refuse_blank)
 
     @field_validator("weight")
     @classmethod
@@ -440,12 +443,7 @@ class SearchRequest(BaseModel):
         "spread of the query's own candidate scores; the response's `cutoff` says where and why",
     )
 
-    @field_validator(*QUERY_FIELDS, mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("must be a string: leave the field out instead of sending null")
-        return value
+    _not_null = field_validator(*QUERY_FIELDS, mode="before")(refuse_null)
 
     @field_validator("parts", mode="before")
     @classmethod
@@ -454,12 +452,7 @@ class SearchRequest(BaseModel):
             raise ValueError("must be a list of parts: leave the field out instead of sending null")
         return value
 
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("text is blank")
-        return value
+    _not_blank = field_validator("text")(refuse_blank)
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:

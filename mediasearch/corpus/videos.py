@@ -294,6 +294,19 @@ def _encode_av(spec: VideoSpec, frames, times: list[float]) -> bytes:
 
 def reencode(data: bytes, key: str, scale: float = 0.6, crf: int = 32) -> bytes:
     """A near-duplicate: decode `data` and encode it again smaller and at a lower quality."""
+    return _transcode(data, key, scale=scale, crf=crf)
+
+
+def trim(data: bytes, key: str, start_s: float, end_s: float | None = None) -> bytes:
+    """A near-duplicate that overlaps its source: the frames from `start_s` to `end_s` (seconds) only,
+    encoded again (h264, the source's size), with time starting at 0."""
+    return _transcode(data, key, crf=28, start_s=start_s, end_s=end_s)
+
+
+def _transcode(
+    data: bytes, key: str, *, scale: float = 1.0, crf: int, start_s: float = 0.0, end_s: float | None = None
+) -> bytes:
+    """`data`'s frames from `start_s` to `end_s`, scaled by `scale`, encoded again as h264 at `crf`."""
     fd, src = tempfile.mkstemp(suffix=".src")
     os.close(fd)
     fd, dst = tempfile.mkstemp(suffix=Path(key).suffix)
@@ -308,37 +321,6 @@ def reencode(data: bytes, key: str, scale: float = 0.6, crf: int = 32) -> bytes:
             ost = out.add_stream("libx264", rate=rate)
             ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
             ost.options = {"preset": "veryfast", "crf": str(crf)}
-            for i, frame in enumerate(inp.decode(ist)):
-                small = frame.reformat(width=w, height=h, format="yuv420p")
-                small.pts = i
-                small.time_base = 1 / rate
-                for packet in ost.encode(small):
-                    out.mux(packet)
-            for packet in ost.encode():
-                out.mux(packet)
-        return Path(dst).read_bytes()
-    finally:
-        os.unlink(src)
-        os.unlink(dst)
-
-
-def trim(data: bytes, key: str, start_s: float, end_s: float | None = None) -> bytes:
-    """A near-duplicate that overlaps its source: the frames from `start_s` to `end_s` (seconds) only,
-    encoded again (h264, the source's size), with time starting at 0."""
-    fd, src = tempfile.mkstemp(suffix=".src")
-    os.close(fd)
-    fd, dst = tempfile.mkstemp(suffix=Path(key).suffix)
-    os.close(fd)
-    try:
-        Path(src).write_bytes(data)
-        with av.open(src) as inp, av.open(dst, "w", format=_container_format(key)) as out:
-            ist = inp.streams.video[0]
-            rate = ist.average_rate or Fraction(25)
-            w = ist.codec_context.width // 2 * 2
-            h = ist.codec_context.height // 2 * 2
-            ost = out.add_stream("libx264", rate=rate)
-            ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
-            ost.options = {"preset": "veryfast", "crf": "28"}
             kept = 0
             for frame in inp.decode(ist):
                 t = float(frame.time) if frame.time is not None else 0.0

@@ -214,6 +214,13 @@ def photo_predicates(filter: IndexFilter) -> list[str]:
     return parts
 
 
+class _NoRows:
+    """What `_narrow_kinds` answers when no row can match: the query need not run."""
+
+
+NO_ROWS = _NoRows()
+
+
 class LanceDBIndex(VectorIndex):
     """One collection as one LanceDB table.
 
@@ -608,14 +615,10 @@ class LanceDBIndex(VectorIndex):
                 hits = self._ann_knn(table, vector, k, filter)
                 if hits is not None:
                     return hits
-            if filter is not None and filter.kinds:
-                present, wanted = self._kinds_present(table), {k.value for k in filter.kinds}
-                if not present & wanted:
-                    return []
-                if present <= wanted:
-                    # Every row is of a wanted kind (images only, asked for images): the predicate
-                    # would select everything and only cost a pre-filter pass.
-                    filter = replace(filter, kinds=())
+            narrowed = self._narrow_kinds(table, filter)
+            if isinstance(narrowed, _NoRows):
+                return []
+            filter = narrowed
             query = (
                 table.search(np.asarray(vector, dtype=np.float32), vector_column_name=field.value)
                 .distance_type("cosine")
@@ -648,12 +651,10 @@ class LanceDBIndex(VectorIndex):
             rotation = self._rotations.load(self.refresh_s)
             if rotation is None:
                 return None
-            if filter is not None and filter.kinds:
-                present, wanted = self._kinds_present(table), {k.value for k in filter.kinds}
-                if not present & wanted:
-                    return []
-                if present <= wanted:
-                    filter = replace(filter, kinds=())
+            narrowed = self._narrow_kinds(table, filter)
+            if isinstance(narrowed, _NoRows):
+                return []
+            filter = narrowed
             rows = lancedb_codes.search(
                 table,
                 rotation,
@@ -726,6 +727,18 @@ class LanceDBIndex(VectorIndex):
                 score = float(row.pop("_relevance_score"))
                 hits.append(Hit(score=score, document=self._fields(row), parts=parts))
             return _unique_hits(hits)
+
+    def _narrow_kinds(self, table: Any, filter: IndexFilter | None) -> IndexFilter | _NoRows | None:
+        """`filter` as a query should send it: `NO_ROWS` when the table holds none of the kinds asked
+        for (a default API search asks for images and scenes of an image-only corpus), and without its
+        kind predicate when every row is of a wanted kind (it would select everything and only cost a
+        pre-filter pass)."""
+        if filter is None or not filter.kinds:
+            return filter
+        present, wanted = self._kinds_present(table), {k.value for k in filter.kinds}
+        if not present & wanted:
+            return NO_ROWS
+        return replace(filter, kinds=()) if present <= wanted else filter
 
     def _kinds_present(self, table: Any) -> frozenset[str]:
         key = (int(table.version), int(table.count_rows()))
