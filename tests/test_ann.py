@@ -245,6 +245,30 @@ def test_writes_since_the_graph_was_built_are_found_and_removed_rows_never_retur
     assert sidecar(index).stat().st_mtime_ns == stamp
 
 
+def test_a_graph_of_another_density_serves_until_the_writer_rebuilds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a collection indexed before HNSW_M changed meets: its file (M=16) keeps answering, and the
+    writer's next optimize builds a graph of the current M instead of growing the old one."""
+    rng = np.random.default_rng(11)
+    vectors = clustered(ROWS, rng)
+    with monkeypatch.context() as old_release:
+        old_release.setattr(ann, "HNSW_M", 16)
+        index = built(tmp_path, vectors)
+    old = ann.load(sidecar(index))
+    assert old is not None and ann.graph_m(old.index) == 16 != ann.HNSW_M
+    reader = LanceDBIndex(str(tmp_path / "db"), "media", refresh_s=0)
+    assert reader.knn(vectors[5], 1)[0].document.id == "d00005" and uses_graph(reader)
+
+    index.upsert(make_docs(clustered(5, rng), 20_000))
+    with caplog.at_level(logging.INFO, logger="mediasearch.index.lancedb"):
+        index.optimize()
+    assert "ANN graph of 'media': built" in caplog.text
+    new = ann.load(sidecar(index))
+    assert new is not None and ann.graph_m(new.index) == ann.HNSW_M and new.index.ntotal == ROWS + 5
+    assert reader.knn(vectors[5], 1)[0].document.id == "d00005" and uses_graph(reader)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "foreign"])
 def test_a_damaged_or_foreign_sidecar_costs_speed_not_correctness(tmp_path: Path, damage: str) -> None:
     rng = np.random.default_rng(5)

@@ -79,22 +79,27 @@ def _faiss() -> Any:
     return faiss
 
 
-# faiss parameters: M=16 links per node, efSearch 64 unfiltered, and efConstruction 80, twice faiss's
-# default: at 100k x 512 (bench/bench_knn.py's mixture) 40 gave recall@10 0.90 at efSearch 64 and
-# needed efSearch 128 (0.21 ms) for 0.95, where 80 gives 0.985 at efSearch 64 (0.19 ms), for a build
-# that takes 1.8x as long.
-HNSW_M = 16
+# faiss parameters: M=32 links per node (64 on the base layer), efConstruction 80, efSearch 64 up to
+# EF_SCALE_ROWS nodes. M: at 1M x 512 (bench/bench_knn.py's mixture, efConstruction 80, one query
+# thread, quiet 2-core machine; `python bench/bench_hnsw_m.py --rows 1000000`) M=16 levels off below the
+# target, recall@10 0.85 at efSearch 256, 0.93 at 1024 (2.0 ms), 0.94 at 2048 (4.7 ms), where M=32
+# gives 0.95 at 256 (0.69 ms), 0.97 at 384 (0.87 ms) and 0.975 at 512; its build took 188 s against
+# 164 s and its links add 128 bytes a node to the 2 KB of a 512-d vector. At 100k both reach 0.997+
+# at efSearch 128 (M=32 build 13.7 s vs 10.3 s). efConstruction 80, twice faiss's default: at 100k
+# 40 gave recall@10 0.90 at efSearch 64 and needed efSearch 128 (0.21 ms) for 0.95, where 80 gives
+# 0.985 at efSearch 64 (0.19 ms), for a build that takes 1.8x as long.
+HNSW_M = 32
 EF_CONSTRUCTION = 80
 EF_SEARCH = 64
 # A filtered graph search walks disallowed nodes too but collects only allowed ones, so its beam holds
 # fewer good candidates: with a fraction s of the nodes allowed, the beam is efSearch / s (213 at 30%:
 # recall@10 0.986 at 100k; efSearch / sqrt(s) gave only 0.93 at 10% and 0.84 at 5%).
 EF_SEARCH_MAX = 1024
-# Past this many nodes the beam grows as (nodes / EF_SCALE_ROWS) ** 1.2: a bigger graph of the same
-# M and efConstruction needs a wider beam for the same recall. At 1M x 512 (bench_knn's mixture, M=16,
-# efConstruction 80) faiss measured recall@10 0.61 at efSearch 64 (0.30 ms), 0.84 at 256, 0.93 at 1024
-# (2.4 ms) and 0.93 at 2048 (5.5 ms): 1024 it is, and 0.95 at 1M needs a denser graph (not measured).
+# Past this many nodes the beam grows as (nodes / EF_SCALE_ROWS) ** EF_SCALE_POWER: a bigger graph of
+# the same M and efConstruction needs a wider beam for the same recall. 0.8 puts 1M nodes at efSearch
+# 404, between the 256 that just reaches 0.95 and the 512 where M=32's recall levels off (0.975).
 EF_SCALE_ROWS = 100_000
+EF_SCALE_POWER = 0.8
 # Filters allowing at most this many graph rows are searched exactly, over a copy of their vectors
 # kept with the filter (20 MB at 10k x 512): the graph with a beam of efSearch / sqrt(share) gave
 # recall 0.93 at 10% and 0.84 at 5% of 100k, and faiss's flat search through a bitmap (no copy)
@@ -186,6 +191,11 @@ def build(vectors: np.ndarray) -> Any:
     index.hnsw.efConstruction = EF_CONSTRUCTION
     index.add(vectors)
     return index
+
+
+def graph_m(index: Any) -> int:
+    """The M an HNSW graph was built with (faiss keeps 2M neighbours on the base layer, M above)."""
+    return int(index.hnsw.nb_neighbors(1))
 
 
 def save(path: Path, graph: Graph) -> None:
@@ -296,7 +306,9 @@ def _maintain(table: Any, field: str, min_rows: int, path: Path) -> str:
     column = rows[field].combine_chunks()
     vectors = normalised(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size))
     del rows, column
-    if old is not None and old.dim == vectors.shape[1]:
+    # A graph of another M (one built before HNSW_M changed) is rebuilt rather than grown: adds keep
+    # the old density. Readers use it meanwhile.
+    if old is not None and old.dim == vectors.shape[1] and graph_m(old.index) == HNSW_M:
         updated = _update(old, ids, rowaddr, vectors)
         if updated is not None:
             updated.version = version
@@ -565,7 +577,9 @@ class AnnReader:
 
 def ef_search(nodes: int) -> int:
     """The unfiltered beam for a graph of `nodes` nodes (EF_SCALE_ROWS)."""
-    return min(EF_SEARCH_MAX, max(EF_SEARCH, math.ceil(EF_SEARCH * (nodes / EF_SCALE_ROWS) ** 1.2)))
+    return min(
+        EF_SEARCH_MAX, max(EF_SEARCH, math.ceil(EF_SEARCH * (nodes / EF_SCALE_ROWS) ** EF_SCALE_POWER))
+    )
 
 
 def _video_allowed(snap: Snapshot, flt: IndexFilter) -> _Allowed:
