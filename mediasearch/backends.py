@@ -121,8 +121,11 @@ def onnx_cache(settings: Settings) -> Path:
     return (Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()) / "onnx"
 
 
-def clip_model(settings: Settings) -> ClipEncoder:
-    """CLIP on the configured engine: PyTorch, or ONNX Runtime on the model's export (made on first use)."""
+def clip_model(settings: Settings, spin: bool = False) -> ClipEncoder:
+    """CLIP on the configured engine: PyTorch, or ONNX Runtime on the model's export (made on first use).
+
+    `spin`: ONNX Runtime's threads busy-wait between operators, for the query side (one request at a
+    time, latency first); batch jobs leave the cores to their decode threads."""
     if clip_engine(settings) is ClipEngine.ONNX:
         from mediasearch.encoders.onnx_clip import OnnxClipModel
 
@@ -132,6 +135,7 @@ def clip_model(settings: Settings) -> ClipEncoder:
             batch_size=settings.batch_size,
             precision=settings.clip_precision,
             cache_dir=onnx_cache(settings),
+            spin=spin,
             digest_cache=settings.cache_dir,
         )
     from mediasearch.models.clip import ClipModel
@@ -324,7 +328,7 @@ def clip_encoder(settings: Settings) -> QueryEncoder:
             raise ValueError("MEDIASEARCH_ENCODER_BACKEND=sagemaker needs MEDIASEARCH_SAGEMAKER_ENDPOINT")
         return SageMakerEncoder(settings.sagemaker_endpoint, max_pixels=settings.max_image_pixels)
     return LocalEncoder(
-        clip_model(settings),
+        clip_model(settings, spin=settings.query_spin),
         max_pixels=settings.max_image_pixels,
         text_cache=TextVectorCache(settings.query_cache_size),
     )

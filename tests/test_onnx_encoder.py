@@ -272,6 +272,29 @@ def test_tokenizer_matches_transformers(tiny_clip_dir: Path) -> None:
     assert ids.shape[1] == 77  # the long text was truncated, the others padded to it
 
 
+def test_word_tokens_spell_each_word_as_one_token_in_both_tokenizers(tmp_path: Path) -> None:
+    """The benches' random CLIP with a word vocabulary: the words' merges must not cut across each
+    other ("re" of "red" inside "street"), and both tokenizers must read them the same way."""
+    from transformers import AutoTokenizer
+
+    words = ["red", "street", "river", "mountain", "people", "person", "sitting", "sunset", "plate", "the"]
+    folder = build_random_clip(tmp_path / "words", size="tiny", words=words)
+    ours = ClipTokenizer(folder, max_length=77)
+    theirs = AutoTokenizer.from_pretrained(folder)
+    for word in words:
+        ids, _ = ours([word])
+        assert ids.shape == (1, 3)  # start, the word, end
+        assert theirs.convert_ids_to_tokens(theirs(word)["input_ids"])[1] == f"{word}</w>"
+    texts = ["a red street by the river", "Streets REDDER than 42 sunsets", "zebra"]
+    ids, mask = ours(texts)
+    want = theirs(texts, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(ids, want["input_ids"])
+    np.testing.assert_array_equal(mask, want["attention_mask"])
+    assert mask[2].sum() == 2 + len("zebra")  # a word outside the list is still spelt letter by letter
+    with pytest.raises(ValueError, match="'Red'"):
+        build_random_clip(tmp_path / "bad", size="tiny", words=["Red"])
+
+
 # -- identity and cache ----------------------------------------------------------------------------
 
 

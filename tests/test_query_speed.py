@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mediasearch.core.settings import Settings
+from mediasearch.core.settings import ClipEngine, Settings
 from mediasearch.models.clip import ClipModel
 from mediasearch.models.random_init import build_random_clip
 from mediasearch.query.api import create_app
@@ -135,6 +135,35 @@ def test_backends_give_the_local_encoder_a_cache_of_the_configured_size(tiny_cli
     encoder = backends.encoder(Settings(clip_model=str(tiny_clip_dir), device="cpu", query_cache_size=7))
     assert isinstance(encoder, LocalEncoder)
     assert encoder.text_cache is not None and encoder.text_cache.max_entries == 7
+
+
+@pytest.mark.parametrize("query_spin", [True, False])
+def test_the_query_side_spins_its_onnx_threads_and_batch_jobs_do_not(
+    tiny_clip_dir: Path, tmp_path: Path, query_spin: bool
+) -> None:
+    """Busy-waiting buys a query latency where the server has its cores; a batch job's decode threads
+    need them. The option is read back from the real ONNX Runtime sessions."""
+    from mediasearch import backends
+    from mediasearch.encoders.onnx_clip import OnnxClipModel
+
+    settings = Settings(
+        clip_model=str(tiny_clip_dir),
+        device="cpu",
+        clip_engine=ClipEngine.ONNX,
+        onnx_cache=str(tmp_path),
+        query_spin=query_spin,
+    )
+
+    def spins(model: object) -> str:
+        assert isinstance(model, OnnxClipModel)
+        model.load(("text",))
+        options = model._sessions["text"].get_session_options()
+        return str(options.get_session_config_entry("session.intra_op.allow_spinning"))
+
+    encoder = backends.encoder(settings)
+    assert isinstance(encoder, LocalEncoder)
+    assert spins(encoder.model) == ("1" if query_spin else "0")
+    assert spins(backends.clip_model(settings)) == "0"
 
 
 # -- Server-Timing ----------------------------------------------------------------------------------
