@@ -82,6 +82,7 @@ bench: setup
 	$(BIN)/python bench/bench_search_api.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_knn.py
+	$(BIN)/python bench/bench_hnsw_m.py
 	$(BIN)/python bench/bench_onnx.py
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_freshness.py --refresh-s 0 0.25 1 --writes 20

@@ -5,7 +5,7 @@ LanceDB stays the store of record. Its own vector indices measured 8 ms (IVF_FLA
 0.14 ms and usearch's (f16) in 0.41 ms at the same recall (bench/bench_knn.py's data). faiss it is:
 the fastest measured, filters applied inside the graph walk (an IDSelector in the search parameters),
 the graph serialisable to bytes and its flat vector storage readable in place, and the same library
-as the bench's reference. The graph is `IndexHNSWFlat` (M=16, L2) over the normalised vectors: on
+as the bench's reference. The graph is `IndexHNSWFlat` (M=32, L2) over the normalised vectors: on
 unit vectors L2 ranks as cosine does, and faiss builds an L2 graph about twice as fast as an
 inner-product one at the same recall; scores are recomputed as dot products from the stored vectors.
 
@@ -35,15 +35,16 @@ Readers hold, per table version, the graph, the delta's vectors and the document
 (in Arrow, no vectors), so a query's documents are a `take`, and filters are evaluated in memory
 with Arrow compute (the same predicates as `lancedb.where_clause`), cached per filter.
 
-Measured (bench/bench_knn.py, `LanceDBIndex.knn` end to end, 2 cores at load 4-6). 100k x 512: p50
-0.59 ms unfiltered, recall@10 0.988: 3.0x faiss at efSearch 64 (recall 0.88), 0.9x faiss at the
-efSearch that reaches 0.95 (256). Filtered, p50 and ratio to faiss at recall 0.95: min_width (79% of
-rows) 0.72 ms, 1.2x; kind (30%) 1.33 ms, 2.0x; tags (10%, exact subset) 1.49 ms, 0.15x; uri_prefix
-(5%, exact subset) 0.67 ms; video_id (0.03%, video index) 0.38 ms, recall 1.0 both, where faiss's
-filtered graph never reaches 0.95 (0.94 and 0.35 at efSearch 2048). 1M x 512: p50 3.3 ms
-unfiltered (efSearch 1015), recall@10 0.931; filtered 2.7-3.7 ms at recall 0.92-0.93, video_id 0.53 ms at 1.0. Below the 0.95
-target: this graph (M=16, efConstruction 80) plateaus at 0.93 there; a denser one is not yet measured.
-Build: 32 s upsert, optimize 513 s (graph 427 s), sidecar 2.1 GB, reader load 6.6 s.
+Measured (bench/bench_knn.py, `LanceDBIndex.knn` end to end, documents returned, quiet 2-core machine,
+load 0-1.9). 100k x 512: p50 0.43 ms unfiltered, recall@10 1.0: 0.98x faiss at the efSearch that
+reaches 0.95 (256; faiss's default graph, efConstruction 40), 3.3x faiss at efSearch 64 (recall
+0.88). Filtered, p50 and ratio to faiss at recall 0.95: min_width (79% of rows) 0.50 ms, 1.15x; kind
+(30%) 0.84 ms, 1.96x; tags (10%, exact subset) 0.89 ms, 0.44x; uri_prefix (5%, exact subset) 0.49 ms
+and video_id (0.03%, video index) 0.37 ms, recall 1.0 both, where faiss's filtered graph never
+reaches 0.95 (0.94 and 0.35 at efSearch 2048). Build 17 s, sidecar 225 MB. 1M x 512: p50 1.31 ms
+unfiltered (efSearch 404), recall@10 0.967; filtered 1.6-2.8 ms at recall 0.967-0.974, video_id
+0.37 ms at 1.0. Build: upsert 116 s, optimize 310 s (graph 237 s), sidecar 2.25 GB, reader load 8 s.
+With M=16 the same 1M graph levelled off at recall 0.93 (3.3 ms at efSearch 1015).
 """
 
 from __future__ import annotations

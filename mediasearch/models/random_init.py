@@ -117,9 +117,9 @@ def build_random_clip(
     model = CLIPModel(config).eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    CLIPProcessor(
-        image_processor=image_processor, tokenizer=CLIPTokenizer(vocab=vocab, merges=merges)
-    ).save_pretrained(path)
+    # transformers 5 annotates `merges` as list[str], but its tokenizers backend takes only pairs.
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
 
 
