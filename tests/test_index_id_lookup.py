@@ -50,8 +50,11 @@ def test_small_collections_get_no_id_index(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("small_scale")
-def test_reads_by_id_from_the_knn_snapshot_agree_with_the_table(tmp_path: Path) -> None:
-    index = filled(tmp_path, 40)
+@pytest.mark.parametrize("refresh_s", [0.0, 3600.0])
+def test_reads_by_id_from_the_knn_snapshot_agree_with_the_table(tmp_path: Path, refresh_s: float) -> None:
+    """With a long refresh_s too: the snapshot is not looked at again for an hour, but a writer's own
+    writes must show at once (the index object compares versions once it has written)."""
+    index = filled(tmp_path, 40, refresh_s=refresh_s)
     index.optimize()
     wanted = [f"d{i}" for i in (3, 17, 39)] + ["nope"]
     from_table = index.get_many(wanted)  # no k-NN yet: no snapshot, a LanceDB query
