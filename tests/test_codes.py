@@ -214,7 +214,7 @@ def test_opensearch_mapping_with_codes_is_on_disk_32x() -> None:
             "name": "hnsw",
             "engine": "faiss",
             "space_type": "innerproduct",
-            "parameters": {"m": 16, "ef_construction": 128},
+            "parameters": {"m": 32, "ef_construction": 128},
         },
         "mode": "on_disk",
         "compression_level": "32x",

@@ -82,7 +82,7 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
                     "name": "hnsw",
                     "engine": "faiss",
                     "space_type": "innerproduct",
-                    "parameters": {"m": 16, "ef_construction": 128},
+                    "parameters": {"m": 32, "ef_construction": 128},
                 },
             },
             "caption_vector": {
@@ -92,7 +92,7 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
                     "name": "hnsw",
                     "engine": "faiss",
                     "space_type": "innerproduct",
-                    "parameters": {"m": 16, "ef_construction": 128},
+                    "parameters": {"m": 32, "ef_construction": 128},
                 },
             },
             "learned_vector": {
@@ -102,7 +102,7 @@ EXPECTED_INDEX_BODY: dict[str, Any] = {
                     "name": "hnsw",
                     "engine": "faiss",
                     "space_type": "innerproduct",
-                    "parameters": {"m": 16, "ef_construction": 128},
+                    "parameters": {"m": 32, "ef_construction": 128},
                 },
             },
         },

@@ -81,14 +81,14 @@ def _faiss() -> Any:
 
 
 # faiss parameters: M=32 links per node (64 on the base layer), efConstruction 80, efSearch 64 up to
-# EF_SCALE_ROWS nodes. M: at 1M x 512 (bench/bench_knn.py's mixture, efConstruction 80, one query
-# thread, quiet 2-core machine; `python bench/bench_hnsw_m.py --rows 1000000`) M=16 levels off below the
-# target, recall@10 0.85 at efSearch 256, 0.93 at 1024 (2.0 ms), 0.94 at 2048 (4.7 ms), where M=32
-# gives 0.95 at 256 (0.69 ms), 0.97 at 384 (0.87 ms) and 0.975 at 512; its build took 188 s against
-# 164 s and its links add 128 bytes a node to the 2 KB of a 512-d vector. At 100k both reach 0.997+
-# at efSearch 128 (M=32 build 13.7 s vs 10.3 s). efConstruction 80, twice faiss's default: at 100k
-# 40 gave recall@10 0.90 at efSearch 64 and needed efSearch 128 (0.21 ms) for 0.95, where 80 gives
-# 0.985 at efSearch 64 (0.19 ms), for a build that takes 1.8x as long.
+# EF_SCALE_ROWS nodes. M: at 1M x 512 (`python bench/bench_hnsw_m.py --rows 1000000`: bench_knn's
+# vectors and queries, efConstruction 80, one query thread, quiet 2-core machine) M=16 levels off below
+# the target, recall@10 0.84 at efSearch 256, 0.93 at 1024 (2.0 ms) and 2048 (4.8 ms), where M=32 gives
+# 0.947 at 256 (0.79 ms), 0.962 at 384 (1.0 ms) and 0.972 at 512; its build took 186 s against 168 s
+# and its links add 128 bytes a node to the 2 KB of a 512-d vector. At 100k both reach 0.997+ at
+# efSearch 128 (M=32 build 13.7 s vs 10.3 s). efConstruction 80, twice faiss's default: at 100k 40
+# gave recall@10 0.90 at efSearch 64 and needed efSearch 128 (0.21 ms) for 0.95, where 80 gives 0.985
+# at efSearch 64 (0.19 ms), for a build that takes 1.8x as long.
 HNSW_M = 32
 EF_CONSTRUCTION = 80
 EF_SEARCH = 64
@@ -98,7 +98,7 @@ EF_SEARCH = 64
 EF_SEARCH_MAX = 1024
 # Past this many nodes the beam grows as (nodes / EF_SCALE_ROWS) ** EF_SCALE_POWER: a bigger graph of
 # the same M and efConstruction needs a wider beam for the same recall. 0.8 puts 1M nodes at efSearch
-# 404, between the 256 that just reaches 0.95 and the 512 where M=32's recall levels off (0.975).
+# 404, past the 256 that falls just short of 0.95 and below the 512 where M=32's recall levels off.
 EF_SCALE_ROWS = 100_000
 EF_SCALE_POWER = 0.8
 # Filters allowing at most this many graph rows are searched exactly, over a copy of their vectors
