@@ -83,3 +83,22 @@ def test_every_check_passes(case: Any, app: Any) -> None:
     # The checks that send requests of their own (the auth probes) send them to the same app.
     case.validate_response(response, headers=AUTH, transport_kwargs={"app": app, "headers": AUTH})
     assert "Traceback" not in response.text
+
+
+def test_the_schemas_not_blank_is_the_validators() -> None:
+    """What the OpenAPI document calls a non-blank text is what the service accepts: a "\\u001c" that
+    JSON Schema's \\S let through was refused with a 422 (schemathesis found it)."""
+    import re
+    import sys
+
+    from mediasearch.core.records import NOT_BLANK_PATTERN, refuse_blank
+
+    pattern = re.compile(NOT_BLANK_PATTERN)
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        try:
+            refuse_blank(char)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert (pattern.search(char) is not None) == accepted, hex(code)
