@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -74,3 +75,49 @@ def emit(name: str, result: dict[str, Any]) -> None:
     (RESULTS_DIR / f"{name}.json").write_text(text + "\n")
     print(text, flush=True)
     log(f"wrote {RESULTS_DIR / f'{name}.json'}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeProcess:
+    """`python -m mediasearch.cli serve` on a free loopback port in its own process (configured by
+    `env`); its log goes to WORK/server.log."""
+
+    def __init__(self, env: dict[str, str], work: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = work / "server.log"
+        self.log_file = self.log_path.open("w")
+        cmd = [sys.executable, "-m", "mediasearch.cli", "serve", "--port", str(self.port)]
+        cmd += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(
+                    f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"server not ready after {timeout_s} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log_file.close()

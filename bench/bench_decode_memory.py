@@ -23,7 +23,6 @@ import argparse
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,18 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from _common import emit, environment, loadavg, log
+from _common import emit, environment, free_port, loadavg, log
 from PIL import Image
 
 PER_IMAGE_TARGET_MB = 100
 CONCURRENT_TARGET_MB = 1024
 CONCURRENT = 8
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def encode(mode: str, size: tuple[int, int], fmt: str = "PNG") -> bytes:

@@ -25,8 +25,6 @@ import asyncio
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import emit, environment, loadavg, log
+from _common import ServeProcess, emit, environment, loadavg, log
 
 from mediasearch.core.storage import LocalStore
 from mediasearch.corpus.images import generate_images
@@ -49,12 +47,6 @@ from mediasearch.models.random_init import build_random_clip
 
 VIDEOS = ("cuts_a.mp4", "cuts_b.mp4", "cuts_d.mkv", "short.mp4")
 REQUEST_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def queries() -> list[str]:
@@ -92,47 +84,17 @@ def build_corpus(work: Path, model_size: str, images: int | None, videos: bool) 
     return model_dir, work
 
 
-class Server:
-    """`python -m mediasearch.cli serve` on a free loopback port; its log goes to a file."""
-
-    def __init__(self, model_dir: Path, work: Path, workers: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = work / "server.log"
-        env = {
-            **os.environ,
-            "MEDIASEARCH_STORE": str(work / "media"),
-            "MEDIASEARCH_LANCEDB_URI": str(work / "lancedb"),
-            "MEDIASEARCH_CLIP_MODEL": str(model_dir),
-            "MEDIASEARCH_DEVICE": "cpu",
-            "HF_HUB_OFFLINE": "1",
-        }
-        cmd = [sys.executable, "-m", "mediasearch.cli", "serve", "--port", str(self.port)]
-        cmd += ["--workers", str(workers)]
-        self.log_file = self.log_path.open("w")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"server not ready after {timeout_s} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log_file.close()
+def serve(model_dir: Path, work: Path, workers: int) -> ServeProcess:
+    """The server over WORK's corpus and index."""
+    env = {
+        **os.environ,
+        "MEDIASEARCH_STORE": str(work / "media"),
+        "MEDIASEARCH_LANCEDB_URI": str(work / "lancedb"),
+        "MEDIASEARCH_CLIP_MODEL": str(model_dir),
+        "MEDIASEARCH_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return ServeProcess(env, work, workers)
 
 
 async def run_load(
@@ -209,12 +171,12 @@ def main() -> None:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    server: Server | None = None
+    server: ServeProcess | None = None
     try:
         model_dir, work = build_corpus(work, args.model, args.images, not args.no_videos)
-        server = Server(model_dir, work, args.workers)
+        server = serve(model_dir, work, args.workers)
         log(f"starting the server on {server.url}")
-        server.wait_ready()
+        server.wait_ready(timeout_s=120.0)
         health = httpx.get(server.url + "/health").json()
         found = httpx.post(
             server.url + "/search", json={"text": "a video", "kinds": ["video"], "k": 100}, timeout=30

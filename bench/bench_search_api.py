@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import emit, environment, loadavg, log, percentiles_ms
+from _common import ServeProcess, emit, environment, loadavg, log, percentiles_ms
 from bench_knn import mixture, unit
 
 from mediasearch import backends
@@ -48,12 +45,6 @@ from mediasearch.query.timing import PHASES, parse_header
 
 TARGET_P50_MS = 15.0
 TAGS = ["outdoor", "indoor", "people", "animal", "vehicle", "food", "water", "night", "sport", "text"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Realistic query words. The random model's vocabulary gets each as one token (`build_random_clip(...,
@@ -141,42 +132,6 @@ def build_index(
     }
 
 
-class Server:
-    """`python -m mediasearch.cli serve` on a free loopback port; its log goes to a file."""
-
-    def __init__(self, env: dict[str, str], work: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = work / "server.log"
-        self.log_file = self.log_path.open("w")
-        cmd = [sys.executable, "-m", "mediasearch.cli", "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(
-                    f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"server not ready after {timeout_s} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log_file.close()
-
-
 def parts_p50(rows: list[dict[str, float]]) -> dict[str, float]:
     return {
         name: round(float(np.percentile([r.get(name, 0.0) for r in rows], 50)), 3)
@@ -246,7 +201,7 @@ def main() -> None:
             "HF_HUB_OFFLINE": "1",
             "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
         }
-        server = Server(env, work)
+        server = ServeProcess(env, work)
         try:
             server.wait_ready()
             log(f"API on {server.url}")

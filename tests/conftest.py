@@ -9,6 +9,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -85,6 +86,20 @@ def moto_endpoint() -> Iterator[str]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, app_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The app's settings with AWS calls going to moto; returns moto's endpoint."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return moto_endpoint
+
+
+def aws_client(service: str, endpoint: str) -> Any:
+    """A boto3 client of moto's endpoint (boto3's clients carry no types here)."""
+    import boto3
+
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import botocore.session
 import pytest
 from hypothesis import given, settings
@@ -23,6 +22,7 @@ from mediasearch.cli import app
 from mediasearch.core.layout import WorkLayout, model_tag
 from mediasearch.core.storage import S3Store
 from tests.conftest import COLOURS, image_bytes
+from tests.conftest import aws_client as client
 
 ROLE = "arn:aws:iam::123456789012:role/mediasearch-sagemaker"
 runner = CliRunner()
@@ -35,16 +35,6 @@ SAGEMAKER_MODEL = botocore.session.get_session().get_service_model("sagemaker")
 def name_rule(shape: str) -> tuple[re.Pattern[str], int]:
     metadata = SAGEMAKER_MODEL.shape_for(shape).metadata
     return re.compile(metadata["pattern"]), metadata["max"]
-
-
-@pytest.fixture
-def aws_env(moto_endpoint: str, app_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    return moto_endpoint
-
-
-def client(service: str, endpoint: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
 
 
 def put_images(bucket: str, endpoint: str, names: list[str]) -> None:

@@ -22,7 +22,6 @@ import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
@@ -34,6 +33,7 @@ from mediasearch.cli import app
 from mediasearch.training.config import ClipTrainConfig, VideoTrainConfig
 from mediasearch.training.container import FAILURE_MAX
 from tests.conftest import COLOURS, image_bytes
+from tests.conftest import aws_client as client
 
 ROLE = "arn:aws:iam::123456789012:role/mediasearch-sagemaker"
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,16 +46,6 @@ runner = CliRunner()
 def valid_request(request: dict) -> None:
     report = ParamValidator().validate(request, CREATE.input_shape)
     assert not report.has_errors(), report.generate_report()
-
-
-@pytest.fixture
-def aws_env(moto_endpoint: str, app_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    return moto_endpoint
-
-
-def client(service: str, endpoint: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
 
 
 def only_job(endpoint: str) -> dict:

@@ -302,6 +302,17 @@ def refuse_blank(value: str | None) -> str | None:
     return value
 
 
+# The query fields of `QueryPart` and `SearchRequest`. A query field is either given (this schema) or
+# left out; `null` is refused, so the schema does not offer it.
+QueryText = Annotated[
+    str | None,
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK_PATTERN}),
+]
+QueryImage = Annotated[str | None, WithJsonSchema({"type": "string"})]
+QueryImageUri = Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 2048})]
+QueryVideoId = Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 64})]
+
+
 class QueryPart(BaseModel):
     """One part of a composed query: exactly one of text, image, image_uri or video_id, with a weight.
 
@@ -313,19 +324,10 @@ class QueryPart(BaseModel):
         extra="forbid", json_schema_extra={"oneOf": [{"required": [name]} for name in QUERY_FIELDS]}
     )
 
-    text: Annotated[
-        str | None,
-        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK_PATTERN}),
-    ] = Field(default=None, min_length=1, max_length=1000, description="words")
-    image: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
-        default=None, description="base64-encoded image bytes"
-    )
-    image_uri: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 2048})] = Field(
-        default=None, max_length=2048, description="an image inside the store"
-    )
-    video_id: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 64})] = Field(
-        default=None, max_length=64, description="a video: its whole-video vector"
-    )
+    text: QueryText = Field(default=None, min_length=1, max_length=1000, description="words")
+    image: QueryImage = Field(default=None, description="base64-encoded image bytes")
+    image_uri: QueryImageUri = Field(default=None, max_length=2048, description="an image inside the store")
+    video_id: QueryVideoId = Field(default=None, max_length=64, description="a video: its whole-video vector")
     weight: float = Field(
         default=1.0,
         ge=-MAX_PART_WEIGHT,
@@ -377,12 +379,6 @@ class PartContribution(BaseModel):
     contribution: float
 
 
-def _given_as(schema: dict[str, Any]) -> WithJsonSchema:
-    # A query field is either given (this schema) or left out; `null` is refused, so the schema
-    # does not offer it.
-    return WithJsonSchema(schema)
-
-
 def _one_of_queries(schema: dict[str, Any]) -> None:
     schema["oneOf"] = [{"required": [name]} for name in (*QUERY_FIELDS, "parts")]
     # `parts` is given or left out, as the query fields are: `null` is refused, so not offered.
@@ -405,19 +401,12 @@ class SearchRequest(BaseModel):
         json_schema_extra=lambda schema: _one_of_queries(schema),
     )
 
-    text: Annotated[
-        str | None,
-        _given_as({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK_PATTERN}),
-    ] = Field(default=None, min_length=1, max_length=1000, description="what to look for, in words")
-    image: Annotated[str | None, _given_as({"type": "string"})] = Field(
-        default=None, description="base64-encoded image bytes"
+    text: QueryText = Field(
+        default=None, min_length=1, max_length=1000, description="what to look for, in words"
     )
-    image_uri: Annotated[str | None, _given_as({"type": "string", "maxLength": 2048})] = Field(
-        default=None, max_length=2048, description="an image inside the store"
-    )
-    video_id: Annotated[str | None, _given_as({"type": "string", "maxLength": 64})] = Field(
-        default=None, max_length=64, description="videos similar to this one"
-    )
+    image: QueryImage = Field(default=None, description="base64-encoded image bytes")
+    image_uri: QueryImageUri = Field(default=None, max_length=2048, description="an image inside the store")
+    video_id: QueryVideoId = Field(default=None, max_length=64, description="videos similar to this one")
     mode: SearchMode = SearchMode.CLIP
     kinds: list[ResultKind] = Field(
         default_factory=lambda: [ResultKind.IMAGE, ResultKind.VIDEO], min_length=1

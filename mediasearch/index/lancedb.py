@@ -338,12 +338,19 @@ class LanceDBIndex(VectorIndex):
         )
 
     def _writing(self, operation: str) -> AbstractContextManager[None]:
-        self._wrote = True
         return self._guarded(
             lambda exc: IndexError_(
                 f"LanceDB {operation} on collection {self.collection!r} in {self.uri} failed: {exc}"
             )
         )
+
+    @contextmanager
+    def _write_locked(self) -> Iterator[None]:
+        """This process's writers one at a time; from the first write on, this object's reads by id
+        compare table versions (`_snapshot_rows`)."""
+        with self._write_lock:
+            self._wrote = True
+            yield
 
     @contextmanager
     def _guarded(self, error: Callable[[BaseException], IndexError_]) -> Iterator[None]:
@@ -421,7 +428,7 @@ class LanceDBIndex(VectorIndex):
         unique = {d.id: d for d in docs}  # the last write of an id in a batch wins, as in a bulk request
         with self._writing("upsert"):
             data = self._to_arrow(list(unique.values()))
-            with self._write_lock:
+            with self._write_locked():
                 (
                     self.table.merge_insert("id")
                     .when_matched_update_all()
@@ -437,7 +444,7 @@ class LanceDBIndex(VectorIndex):
         if not ids or not self.exists():
             return 0
         where = f"id IN ({', '.join(sql_literal(i) for i in ids)})"
-        with self._writing("delete"), self._write_lock:
+        with self._writing("delete"), self._write_locked():
             before = int(self.table.count_rows(where))
             self.table.delete(where)
         return before
@@ -448,7 +455,7 @@ class LanceDBIndex(VectorIndex):
             raise IndexError_("refusing to delete with an empty filter (that would drop the collection)")
         if not self.exists():
             return 0
-        with self._writing("delete_where"), self._write_lock:
+        with self._writing("delete_where"), self._write_locked():
             before = int(self.table.count_rows(where))
             if before:
                 self.table.delete(where)
@@ -465,7 +472,7 @@ class LanceDBIndex(VectorIndex):
         """
         for attempt in range(1, OPTIMIZE_ATTEMPTS + 1):
             try:
-                with self._write_lock:
+                with self._write_locked():
                     self._optimize_once()
                 return
             except BACKEND_ERRORS as exc:

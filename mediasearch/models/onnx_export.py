@@ -274,20 +274,26 @@ def _export_towers(
             opset_version=opset,
             dynamo=False,
         )
-        torch.onnx.export(
-            _TextTower(model),
-            (tokens["input_ids"], tokens["attention_mask"]),
-            str(folder / files["text"]),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["embeddings"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "embeddings": {0: "batch"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
+        export_text_graph(_TextTower(model), tokens, folder / files["text"], opset)
+
+
+def export_text_graph(tower: torch.nn.Module, tokens: Any, path: Path, opset: int) -> None:
+    """One text tower as an ONNX graph: (input_ids, attention_mask) -> embeddings, batch and sequence
+    length dynamic. The caller holds inference mode and the exporter's warnings."""
+    torch.onnx.export(
+        tower,
+        (tokens["input_ids"], tokens["attention_mask"]),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["embeddings"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "embeddings": {0: "batch"},
+        },
+        opset_version=opset,
+        dynamo=False,
+    )
 
 
 def quantise(src: Path, dst: Path, per_channel: bool, op_types: Sequence[str]) -> None:

@@ -26,6 +26,7 @@ import torch
 from mediasearch.core.vectors import l2_normalise
 from mediasearch.encoders.onnx_text_tower import TOWER_META, TOWER_ONNX
 from mediasearch.models.base import LazyModel
+from mediasearch.models.onnx_export import export_text_graph
 
 # An export must agree with the PyTorch tower to this cosine, or it is discarded.
 EXPORT_MIN_COSINE = 0.9999
@@ -188,20 +189,7 @@ def export_text_tower(source: str, dest: str | Path, opset: int = 17) -> Path:
     started = time.perf_counter()
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer warnings; the agreement check below is the proof
-        torch.onnx.export(
-            tower,
-            (tokens["input_ids"], tokens["attention_mask"]),
-            str(dest / TOWER_ONNX),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["embeddings"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "embeddings": {0: "batch"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
+        export_text_graph(tower, tokens, dest / TOWER_ONNX, opset)
         expected = tower(tokens["input_ids"], tokens["attention_mask"]).numpy()
     tokenizer.save_pretrained(dest)  # tokenizer.json: what the torch-free runner tokenises with
     meta = {

@@ -11,6 +11,20 @@ SIZE = (720, 440)
 MARGIN = (70, 50, 30, 60)  # left, top, right, bottom
 COLOURS = ("#2457d6", "#e07b00", "#2a9d4b", "#c0392b", "#7d3c98")
 GRID, INK = "#e4e4e4", "#222222"
+# The plotting area inside the margins.
+PLOT_SIZE = (SIZE[0] - MARGIN[0] - MARGIN[2], SIZE[1] - MARGIN[1] - MARGIN[3])
+
+
+def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
+    image = Image.new("RGB", SIZE, "white")
+    return image, ImageDraw.Draw(image), ImageFont.load_default(size=13)
+
+
+def _save(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
 
 
 def _nice_range(values: Sequence[float]) -> tuple[float, float]:
@@ -32,11 +46,9 @@ def draw_lines(
     points = [p for s in series.values() for p in s]
     if not points:
         raise ValueError("nothing to plot")
-    image = Image.new("RGB", SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=13)
-    left, top, right, bottom = MARGIN
-    width, height = SIZE[0] - left - right, SIZE[1] - top - bottom
+    image, draw, font = _canvas()
+    left, top = MARGIN[:2]
+    width, height = PLOT_SIZE
     x_lo, x_hi = _nice_range([x for x, _ in points])
     y_lo, y_hi = _nice_range([y for _, y in points])
 
@@ -69,10 +81,7 @@ def draw_lines(
     draw.text((SIZE[0] / 2, 14), title, fill=INK, font=font, anchor="mt")
     draw.text((left + width / 2, SIZE[1] - 18), xlabel, fill=INK, font=font, anchor="mb")
     draw.text((left, top - 6), ylabel, fill=INK, font=font, anchor="lb")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return _save(image, path)
 
 
 def _number(value: float, span: float) -> str:
@@ -90,11 +99,9 @@ def draw_bars(
     names = list(dict.fromkeys(n for g in groups.values() for n in g))
     if not names:
         raise ValueError("nothing to plot")
-    image = Image.new("RGB", SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=13)
-    left, top, right, bottom = MARGIN
-    width, height = SIZE[0] - left - right, SIZE[1] - top - bottom
+    image, draw, font = _canvas()
+    left, top = MARGIN[:2]
+    width, height = PLOT_SIZE
     for tick in range(6):
         value = y_max * tick / 5
         py = top + (1 - value / y_max) * height
@@ -122,7 +129,4 @@ def draw_bars(
     draw.rectangle([left, top, left + width, top + height], outline=INK)
     draw.text((SIZE[0] / 2, 14), title, fill=INK, font=font, anchor="mt")
     draw.text((left, top - 6), ylabel, fill=INK, font=font, anchor="lb")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return _save(image, path)
